@@ -1,0 +1,213 @@
+# Helpers for the rules: subject list, target lists, number formatting, code digests.
+import hashlib
+from pathlib import Path
+
+import segrobust
+from segrobust import data as sr_data
+from segrobust import synthetic as sr_synthetic
+
+R = config["results"]
+LOGS = f"{R}/logs"
+BENCH = f"{R}/benchmarks"
+ENV = "../envs/segrobust.yaml"
+CORE = Path(segrobust.__file__).parent
+
+
+def code_digest(*modules):
+    """Digest of the core modules a job imports. Snakemake tracks a script's own code but not
+    the library behind it, so a change of the method re-runs exactly the jobs that use it."""
+    h = hashlib.sha256()
+    for name in sorted(set(modules) | {"labels", "fileio"}):
+        h.update((CORE / f"{name}.py").read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _raw_subjects():
+    """Subject id -> {kind: raw path} and id -> grade, from the configured data source."""
+    if config["data"]["source"] == "synthetic":
+        syn = config["data"]["synthetic"]
+        root = Path(R) / "raw" / "synthetic"
+        plan = sr_synthetic.cohort_plan(syn["n_subjects"], syn["lgg_fraction"])
+        files = {
+            sid: {k: root / grade / sid / f"{sid}_{k}.nii.gz" for k in sr_data.FILE_KINDS}
+            for sid, grade in plan
+        }
+        return files, dict(plan)
+    subjects = sr_data.discover_subjects(config["data"]["root"])
+    return {s.id: s.files for s in subjects}, {s.id: s.grade for s in subjects}
+
+
+RAW_FILES, GRADES = _raw_subjects()
+SUBJECTS = sorted(RAW_FILES)
+
+
+def raw_files(wildcards):
+    return {kind: str(path) for kind, path in RAW_FILES[wildcards.subject].items()}
+
+
+def preprocessed(subjects=SUBJECTS):
+    return expand(f"{R}/preprocessed/{{subject}}/image.npy", subject=subjects)
+
+
+def fmt(value):
+    """The one spelling of a number in file names: 0.05, 0.050 and 5e-2 all give '0.05'."""
+    return f"{float(value):g}"
+
+
+def _models():
+    train = config["training"]
+    models = ["baseline"]
+    models += [f"distill_T{fmt(t)}" for t in train["distillation"]["temperatures"]]
+    models += [f"adv_eps{fmt(e)}" for e in train["adversarial"]["epsilons"]]
+    models += ["noise"] if train["noise"]["enabled"] else []
+    return models
+
+
+MODELS = _models()
+
+
+def parse_model(model):
+    """(strategy, temperature, epsilon) of a model name; rejects non-canonical numbers."""
+    for prefix, strategy in (("teacher_T", "distill_teacher"), ("distill_T", "distill_student")):
+        if model.startswith(prefix):
+            value = model.removeprefix(prefix)
+            if fmt(value) != value:
+                raise ValueError(f"model {model!r}: write the temperature as {fmt(value)}")
+            return strategy, float(value), 0.0
+    if model.startswith("adv_eps"):
+        value = model.removeprefix("adv_eps")
+        if fmt(value) != value:
+            raise ValueError(f"model {model!r}: write epsilon as {fmt(value)}")
+        return "adversarial", 1.0, float(value)
+    return model, 1.0, 0.0
+
+
+def train_settings(model):
+    """Everything model ``model`` depends on (segrobust.training.TrainSettings fields)."""
+    strategy, temperature, epsilon = parse_model(model)
+    train = config["training"]
+    settings = {
+        "strategy": strategy,
+        "epochs": train["epochs"],
+        "lr": train["lr"],
+        "batch_size": train["batch_size"],
+        "seed": config["seed"],
+        "loss_variant": config["loss"]["variant"],
+        "gamma": config["loss"]["gamma"],
+        "temperature": temperature,
+        "epsilon": epsilon,
+        "augment": train["augment"],
+        "amp": train["amp"],
+        **config["model"],
+    }
+    if strategy in ("distill_teacher", "distill_student"):
+        for override in train["distillation"]["overrides"]:
+            if float(override["temperature"]) == temperature:
+                settings.update({k: v for k, v in override.items() if k != "temperature"})
+    if strategy in ("adversarial", "noise"):
+        settings["alpha"] = train["adversarial"]["alpha"]
+        settings["update"] = train["adversarial"]["update"]
+    if strategy == "noise":
+        settings["noise_radius"] = train["noise"]["radius"]
+    return settings
+
+
+def teacher_of(wildcards):
+    strategy, temperature, _ = parse_model(wildcards.model)
+    if strategy != "distill_student":
+        return {}
+    return {"teacher": f"{R}/models/teacher_T{fmt(temperature)}/model.pt"}
+
+
+def attacks_of(model):
+    """The attack families run on ``model``: fgsm_T on distilled students only, transfer_fgsm
+    on every model but its source."""
+    families = config["attacks"]["families"]
+    strategy = parse_model(model)[0]
+    return [
+        a
+        for a in families
+        if not (a == "fgsm_T" and strategy != "distill_student")
+        and not (a == "transfer_fgsm" and model == config["attacks"]["transfer_fgsm"]["source"])
+    ]
+
+
+def attack_results():
+    return [f"{R}/attacks/{m}/{a}.csv" for m in MODELS for a in attacks_of(m)]
+
+
+def attack_settings(wildcards):
+    """Only the settings the attack family ``wildcards.attack`` depends on."""
+    cfg = config["attacks"]
+    return {
+        key: cfg[key] for key in ("loss", "gamma", "mask", "examples", wildcards.attack)
+    }
+
+
+def transfer_source(wildcards):
+    if wildcards.attack != "transfer_fgsm":
+        return {}
+    return {"source": f"{R}/models/{config['attacks']['transfer_fgsm']['source']}/model.pt"}
+
+
+def table1_rows():
+    """(attack, ε, iteration or None for the last) rows of Table 1 for the configured attacks."""
+    stats, attacks = config["statistics"], config["attacks"]
+    families = attacks["families"]
+    rows = [["fgsm", stats["table1_fgsm_eps"], 1]] if "fgsm" in families else []
+    rows += [[a, attacks[a]["eps"], stats["table1_iteration"]] for a in ("ifgsm", "tifgsm") if a in families]
+    rows += [[a, attacks[a]["eps"], None] for a in ("pgd", "segpgd") if a in families]
+    return rows
+
+
+def _figures():
+    """The figures the configured models and attacks can fill."""
+    families = set(config["attacks"]["families"])
+    train = config["training"]
+    wanted = {
+        "fig1": {"fgsm", "ifgsm", "tifgsm"} <= families,
+        "fig2": {"ifgsm", "tifgsm"} <= families,
+        "supp_fig2": {"ifgsm", "tifgsm"} <= families,
+        "fig3": "fgsm" in families and bool(train["distillation"]["temperatures"]),
+        "fig4": "fgsm" in families and bool(train["adversarial"]["epsilons"]),
+        "fig5": "fgsm" in families,
+        "robustness": bool(families & {"pgd", "segpgd", "fgsm_T", "transfer_fgsm"}),
+        "realistic": "realistic" in families,
+    }
+    for key in ("fig1_eps", "fig5_eps"):
+        eps = config["figures"][key]
+        if eps not in config["attacks"]["examples"]["eps"] or eps not in config["attacks"]["fgsm"]["epsilons"]:
+            raise ValueError(
+                f"figures.{key} = {eps} must be listed in attacks.fgsm.epsilons and "
+                "attacks.examples.eps (the figure shows a saved example at that ε)"
+            )
+    if config["attacks"]["examples"]["n_subjects"] < 1:
+        wanted["fig1"] = wanted["fig5"] = False
+    return [name for name, ok in wanted.items() if ok]
+
+
+FIGURES = _figures()
+
+
+def figure_inputs(wildcards):
+    """Example volumes and predictions that the image figures (1 and 5) show."""
+    if wildcards.figure not in ("fig1", "fig5"):
+        return {}
+    models = ["baseline"] if wildcards.figure == "fig1" else MODELS
+    attacks = ("fgsm", "ifgsm", "tifgsm") if wildcards.figure == "fig1" else ("fgsm",)
+    return {
+        "split": f"{R}/split.csv",
+        "images": preprocessed(),
+        "examples": [f"{R}/attacks/{m}/{a}_examples" for m in models for a in attacks],
+        "predictions": [f"{R}/evaluation/{m}/predictions" for m in models],
+    }
+
+
+def all_targets():
+    return [
+        f"{R}/split.csv",
+        *expand(f"{R}/evaluation/{{model}}/clean.csv", model=MODELS),
+        f"{R}/tables/table1.md",
+        f"{R}/tables/table2.md",
+        *expand(f"{R}/figures/{{figure}}.png", figure=FIGURES),
+    ]

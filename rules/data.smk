@@ -1,0 +1,69 @@
+# Raw data → preprocessed training arrays → split.
+
+
+if config["data"]["source"] == "synthetic":
+
+    rule synthesize_cohort:
+        output:
+            [str(path) for files in RAW_FILES.values() for path in files.values()],
+        params:
+            root=lambda wildcards, output: Path(output[0]).parents[2],
+            settings=config["data"]["synthetic"],
+            seed=config["seed"],
+            code=code_digest("synthetic"),
+        log:
+            f"{LOGS}/synthesize_cohort.log",
+        benchmark:
+            f"{BENCH}/synthesize_cohort.tsv"
+        conda:
+            ENV
+        script:
+            "../workflow/scripts/synthesize_cohort.py"
+
+
+rule preprocess_subject:
+    input:
+        unpack(raw_files),
+    output:
+        image=f"{R}/preprocessed/{{subject}}/image.npy",
+        label=f"{R}/preprocessed/{{subject}}/label.npy",
+        mask=f"{R}/preprocessed/{{subject}}/mask.npy",
+        nifti=f"{R}/preprocessed/{{subject}}/image.nii.gz",
+        seg=f"{R}/preprocessed/{{subject}}/seg.nii.gz",
+        meta=f"{R}/preprocessed/{{subject}}/meta.json",
+    params:
+        grade=lambda wildcards: GRADES[wildcards.subject],
+        shape=config["preprocess"]["shape"],
+        standardise=config["preprocess"]["standardise"],
+        n4=config["preprocess"]["n4"],
+        code=code_digest("data", "preprocessing"),
+    log:
+        f"{LOGS}/preprocess_subject/{{subject}}.log",
+    benchmark:
+        f"{BENCH}/preprocess_subject/{{subject}}.tsv"
+    group:
+        "preprocess"
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/preprocess_subject.py"
+
+
+rule split:
+    output:
+        f"{R}/split.csv",
+    params:
+        subjects=GRADES,
+        test_fraction=config["split"]["test_fraction"],
+        val_fraction=config["split"]["val_fraction"],
+        seed=config["seed"],
+        code=code_digest("data"),
+    log:
+        f"{LOGS}/split.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/split.py"

@@ -1,0 +1,67 @@
+# One long results table → statistics and tables → figures (each with a report caption).
+
+
+rule collect_results:
+    input:
+        clean=expand(f"{R}/evaluation/{{model}}/clean.csv", model=MODELS),
+        attacks=attack_results(),
+    output:
+        f"{R}/results.csv",
+    log:
+        f"{LOGS}/collect_results.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/collect_results.py"
+
+
+rule tables:
+    input:
+        f"{R}/results.csv",
+    output:
+        **{
+            f"{t}_{kind}": report(
+                f"{R}/tables/{t}.{ext}",
+                caption=f"../report/{t}.rst",
+                category="Tables",
+            )
+            for t in ("table1", "table2")
+            for kind, ext in (("csv", "csv"), ("md", "md"), ("tex", "tex"))
+        },
+        table1_tests=f"{R}/tables/table1_tests.csv",
+        table2_tests=f"{R}/tables/table2_tests.csv",
+    params:
+        statistics=config["statistics"],
+        table1_rows=table1_rows(),
+        seed=config["seed"],
+        code=code_digest("statistics"),
+    log:
+        f"{LOGS}/tables.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/tables.py"
+
+
+rule figure:
+    input:
+        unpack(figure_inputs),
+        results=f"{R}/results.csv",
+    output:
+        png=report(
+            f"{R}/figures/{{figure}}.png",
+            caption="../report/{figure}.rst",
+            category="Figures",
+        ),
+        pdf=f"{R}/figures/{{figure}}.pdf",
+    params:
+        figures=config["figures"],
+        attacks=config["attacks"],
+        robust_eps=config["statistics"]["table1_fgsm_eps"],
+        code=code_digest("plots", "statistics"),
+    log:
+        f"{LOGS}/figure/{{figure}}.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/figure.py"

@@ -1,0 +1,240 @@
+"""Run models over test subjects: clean inputs, attacks and realistic perturbations.
+
+Every function returns rows of the one long-format results table
+(:data:`segrobust.metrics.RESULT_COLUMNS`). An attack family turns one clean volume into a
+stream of :class:`segrobust.attacks.Iterate` (adversarial inputs with the logits the attack
+already computed where it could); :func:`evaluate_stream` scores each of them the same way.
+
+Attack families (``ATTACKS``), with their config keys under ``attacks:``:
+
+- ``fgsm``: the supplement's FGSM over a sweep of ε (one gradient for all ε);
+- ``ifgsm`` / ``tifgsm``: i-FGSM and targeted i-FGSM (target: every voxel ``target_class``),
+  every iterate up to ``steps`` recorded (Fig. 2) from one run;
+- ``pgd``: PGD with a uniform random start and restarts; ``segpgd``: SegPGD (Gu et al. 2022);
+- ``fgsm_T``: FGSM through the softened logits z/T of a distilled student (T = its training
+  temperature; Carlini & Wagner 2016's test for gradient masking);
+- ``transfer_fgsm``: FGSM crafted on a source model (the undefended baseline) and evaluated on
+  the model under test (black-box transfer);
+- ``realistic``: MR artefacts at graded severities (:mod:`segrobust.perturbations`).
+"""
+
+import json
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from segrobust import attacks as atk
+from segrobust.data import open_volume
+from segrobust.fileio import atomic_path
+from segrobust.labels import classes_to_labels, labels_to_classes
+from segrobust.losses import segmentation_loss
+from segrobust.metrics import dice_regions, image_quality, result_rows, results_frame
+from segrobust.model import autocast, predict_classes
+from segrobust.perturbations import perturb
+
+ATTACKS: tuple[str, ...] = (
+    "fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "fgsm_T", "transfer_fgsm", "realistic",
+)  # fmt: skip
+
+
+def _affine(subject_dir: Path) -> np.ndarray:
+    return np.array(json.loads((subject_dir / "meta.json").read_text())["affine"])
+
+
+def save_nifti(array: np.ndarray, subject_dir: Path, path: Path) -> None:
+    """Write a class map (as BraTS labels) or a (4, D, H, W) image on the subject's grid."""
+    if array.ndim == 4:
+        img = nib.Nifti1Image(np.moveaxis(array, 0, -1).astype(np.float32), _affine(subject_dir))
+    else:
+        img = nib.Nifti1Image(classes_to_labels(array), _affine(subject_dir))
+        img.set_data_dtype(np.uint8)
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+
+
+def subject_seed(seed: int, subject: str) -> int:
+    """A per-subject seed that does not depend on which other subjects are evaluated."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(subject.encode())]).generate_state(1)[0])
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.array(array))[None].to(device)
+
+
+def evaluate_clean(
+    model: nn.Module,
+    model_name: str,
+    subject_dirs: Sequence[str | Path],
+    device: torch.device,
+    amp: bool = False,
+    predictions_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """Dice per region of ``model`` on each subject's clean input (attack "none", ε = 0).
+
+    Predicted label maps go to ``predictions_dir/<subject>.nii.gz`` when it is given.
+    """
+    rows = []
+    for directory in map(Path, subject_dirs):
+        volume = open_volume(directory)
+        with autocast(device, amp):
+            pred = predict_classes(model, _tensor(volume.image, device))[0].cpu().numpy()
+        if predictions_dir is not None:
+            save_nifti(pred, directory, Path(predictions_dir) / f"{volume.name}.nii.gz")
+        dice = dice_regions(pred, np.asarray(volume.label))
+        rows += result_rows(
+            model=model_name, attack="none", subject=volume.name, dice=dice, eps=0.0, iteration=0
+        )
+    return results_frame(rows)
+
+
+@dataclass(frozen=True)
+class Perturbed:
+    """One perturbed input: the attack (or artefact) that made it and the logits if known."""
+
+    kind: str
+    eps: float
+    step: int
+    severity: float
+    x: torch.Tensor
+    logits: torch.Tensor | None
+
+
+def _attack_stream(
+    attack: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor | None,
+    settings: Mapping,
+    seed: int,
+    source: nn.Module | None,
+    temperature: float,
+) -> Iterator[Perturbed]:
+    """The perturbed inputs of one attack family for one volume (see the module docstring)."""
+    loss = partial(segmentation_loss, variant=settings["loss"], gamma=settings["gamma"])
+    s = settings[attack]
+    generator = torch.Generator().manual_seed(seed)
+    if attack == "realistic":
+        clean = x[0].cpu().numpy()
+        for kind in s["kinds"]:
+            for severity in s["severities"]:
+                image = perturb(clean, kind, severity, seed)  # brain = nonzero voxels
+                yield Perturbed(kind, np.nan, 0, float(severity), _tensor(image, x.device), None)
+        return
+    if attack == "fgsm":
+        stream = atk.fgsm_sweep(model, x, y, loss, s["epsilons"], mask=mask)
+    elif attack == "fgsm_T":
+        tempered = atk.with_temperature(loss, temperature)
+        stream = atk.fgsm_sweep(model, x, y, tempered, s["epsilons"], mask=mask)
+    elif attack == "transfer_fgsm":  # crafted on the source, evaluated on ``model`` below
+        stream = atk.fgsm_sweep(source, x, y, loss, s["epsilons"], mask=mask, evaluate=False)
+    elif attack in ("ifgsm", "tifgsm"):
+        targeted = attack == "tifgsm"
+        target = atk.constant_target(x, s["target_class"]) if targeted else y
+        stream = atk.linf_iterates(
+            model, x, target, loss, s["eps"], s["alpha"], s["steps"], targeted=targeted, mask=mask
+        )
+    elif attack == "pgd":
+        final = atk.pgd(model, x, y, loss, s["eps"], s["alpha"], s["steps"],
+                        generator=generator, restarts=s["restarts"], mask=mask)  # fmt: skip
+        stream = [atk.Iterate(float(s["eps"]), s["steps"], final, None)]
+    else:  # segpgd
+        final = atk.segpgd(model, x, y, s["eps"], s["alpha"], s["steps"],
+                           generator=generator, mask=mask)  # fmt: skip
+        stream = [atk.Iterate(float(s["eps"]), s["steps"], final, None)]
+    for item in stream:
+        if item.step > 0:  # iterate 0 is the clean input, scored by evaluate_clean
+            logits = None if attack == "transfer_fgsm" else item.logits
+            yield Perturbed(attack, item.eps, item.step, np.nan, item.x_adv, logits)
+
+
+def example_stem(examples_dir: str | Path, subject: str, item: Perturbed) -> Path:
+    """Path stem of a saved example: ``<dir>/<subject>_<kind>_eps<ε>_it<k>`` (or ``_sev<s>``)."""
+    setting = f"sev{item.severity:g}" if np.isnan(item.eps) else f"eps{item.eps:g}_it{item.step}"
+    return Path(examples_dir) / f"{subject}_{item.kind}_{setting}"
+
+
+def read_classes(path: str | Path) -> np.ndarray:
+    """A saved prediction (BraTS labels NIfTI) as a class map."""
+    return labels_to_classes(np.asanyarray(nib.load(path).dataobj))
+
+
+def load_example(stem: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The saved perturbed image (4, D, H, W) and predicted class map of an example stem."""
+    image = nib.load(f"{stem}_image.nii.gz").get_fdata(dtype=np.float32)
+    return np.moveaxis(image, -1, 0), read_classes(f"{stem}_pred.nii.gz")
+
+
+def _is_final(item: Perturbed, attack: str, settings: Mapping) -> bool:
+    """Whether ``item`` is a setting reported in tables (not an intermediate iterate)."""
+    if attack in ("ifgsm", "tifgsm"):
+        return item.step == settings[attack]["steps"]
+    return True
+
+
+def evaluate_attack(
+    attack: str,
+    model: nn.Module,
+    model_name: str,
+    subject_dirs: Sequence[str | Path],
+    settings: Mapping,
+    device: torch.device,
+    seed: int,
+    *,
+    amp: bool = False,
+    temperature: float = 1.0,
+    source: nn.Module | None = None,
+    source_name: str = "",
+    examples_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """Per-subject results of ``model`` under one attack family (module docstring).
+
+    ``settings`` is the workflow's ``attacks`` config: ``loss``, ``gamma``, ``mask`` (perturb
+    brain voxels only), one entry per family, and ``examples`` (``subjects`` and ``eps``): for
+    those subjects the adversarial input of each final setting (one-step attacks: only at the
+    listed ε) and its prediction are written to ``examples_dir`` as NIfTI. Intermediate
+    iterates get PSNR/RMSE/norms but no SSIM (its cost). Clean inputs are not repeated here.
+    """
+    if attack not in ATTACKS:
+        raise ValueError(f"unknown attack {attack!r}; expected one of {ATTACKS}")
+    if attack == "transfer_fgsm" and source is None:
+        raise ValueError("transfer_fgsm needs the source model it crafts perturbations on")
+    examples = settings["examples"]
+    model.eval()
+    rows = []
+    for directory in map(Path, subject_dirs):
+        volume = open_volume(directory)
+        clean, truth = np.asarray(volume.image), np.asarray(volume.label)
+        x, y = _tensor(clean, device), _tensor(truth, device).long()
+        mask = _tensor(np.load(directory / "mask.npy"), device)[None] if settings["mask"] else None
+        seed_ = subject_seed(seed, volume.name)
+        with autocast(device, amp):
+            for item in _attack_stream(attack, model, x, y, mask, settings, seed_, source,
+                                       temperature):  # fmt: skip
+                logits = item.logits
+                if logits is None:
+                    with torch.inference_mode():
+                        logits = model(item.x)
+                pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+                adv = item.x[0].float().cpu().numpy()
+                final = _is_final(item, attack, settings)
+                rows += result_rows(
+                    model=model_name, attack=item.kind, subject=volume.name,
+                    dice=dice_regions(pred, truth), eps=item.eps, iteration=item.step,
+                    quality=image_quality(clean, adv, ssim=final), severity=item.severity,
+                    source_model=source_name if attack == "transfer_fgsm" else model_name,
+                )  # fmt: skip
+                listed = np.isnan(item.eps) or item.step > 1 or item.eps in examples["eps"]
+                if examples_dir and volume.name in examples["subjects"] and final and listed:
+                    stem = example_stem(examples_dir, volume.name, item)
+                    save_nifti(adv, directory, Path(f"{stem}_image.nii.gz"))
+                    save_nifti(pred, directory, Path(f"{stem}_pred.nii.gz"))
+    return results_frame(rows)

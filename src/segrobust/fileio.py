@@ -1,0 +1,62 @@
+"""Atomic file output: write to a temporary sibling, then rename into place.
+
+A job killed mid-write (SLURM time limit, pre-emption, Ctrl-C) never leaves a half-written
+file under the final name, so Snakemake and resumed jobs only ever see complete outputs.
+"""
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds.
+
+    The temporary name keeps the final suffixes (``.nii.gz``, ``.npy``) so writers that infer
+    the format from the name behave the same. On error the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name.split('.')[0]}.", suffix=suffix
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory next to ``path``; rename it to ``path`` on success.
+
+    An existing ``path`` is replaced. On error the temporary directory is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp_path.chmod(0o777 & ~_umask())
+    try:
+        yield tmp_path
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp_path, path)
+    except BaseException:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        raise

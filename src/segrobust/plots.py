@@ -1,0 +1,975 @@
+"""Figures of the paper (Figs. 1-5, Supplemental Fig. 2) and the extra robustness figures.
+
+Every quantitative figure reads the one long-format results table of
+:mod:`segrobust.metrics` (columns ``model, source_model, attack, eps, iteration, severity,
+subject, region, dice, psnr, ...``) and draws per-condition means over subjects with error bars
+(``error="sd"``: sample sd over subjects, ``"ci95"``: t-based 95% CI of the mean; the y label
+says which, and how many subjects). Image figures (Figs. 1 and 5) take 3D volumes and show one
+axial slice of one modality in grey with the class map on top.
+
+Styling is fixed so figures stay comparable: a model's colour and marker depend only on the set
+of models in the table (:func:`model_styles`), so figures drawn from one table agree; regions and
+tumour classes have their own colour-blind-safe colours (Okabe-Ito palette). Figures are built
+without pyplot on an Agg canvas (no display, nothing left in pyplot's figure registry);
+:func:`save_figure` writes PNG and PDF atomically.
+
+A figure whose data is missing (a model, attack, region or perturbation without rows) raises a
+ValueError naming what is missing rather than drawing an empty plot.
+"""
+
+import functools
+import math
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from scipy import stats
+
+from segrobust.fileio import atomic_path
+from segrobust.labels import MODALITIES, N_CLASSES
+from segrobust.metrics import dice_regions
+from segrobust.statistics import (
+    CLEAN_ATTACK,
+    REGION_NAMES,
+    attack_label,
+    model_label,
+    model_sort_key,
+)
+
+ErrorKind = Literal["sd", "ci95"]
+ERROR_KINDS: tuple[str, ...] = ("sd", "ci95")
+_ERROR_TEXT = {"sd": "sd", "ci95": "95% CI"}
+
+REGION_ORDER: tuple[str, ...] = ("WT", "TC", "ET")
+REALISTIC_KINDS: tuple[str, ...] = (
+    "motion",
+    "ghosting",
+    "bias_field",
+    "spike",
+    "gaussian_noise",
+    "rician_noise",
+)
+ROBUSTNESS_ATTACKS: tuple[str, ...] = ("pgd", "segpgd", "fgsm_T", "transfer_fgsm")
+# Display names of attack keys that statistics.ATTACK_NAMES does not know.
+EXTRA_ATTACK_NAMES: dict[str, str] = {
+    "segpgd": "SegPGD",
+    "fgsm_T": "T-aware FGSM",
+    "transfer_fgsm": "Transfer FGSM",
+    "transfer_pgd": "Transfer PGD",
+    "motion": "Motion",
+    "ghosting": "Ghosting",
+    "bias_field": "Bias field",
+    "spike": "Spike",
+    "gaussian_noise": "Gaussian noise",
+    "rician_noise": "Rician noise",
+}
+
+# Okabe & Ito (2008) colour-blind-safe palette.
+OKABE_ITO: dict[str, str] = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky_blue": "#56B4E9",
+    "green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+}
+REGION_COLOURS: dict[str, str] = {
+    "WT": OKABE_ITO["green"],
+    "TC": OKABE_ITO["blue"],
+    "ET": OKABE_ITO["vermillion"],
+}
+REGION_MARKERS: dict[str, str] = {"WT": "o", "TC": "s", "ET": "^"}
+# Network classes 1..3 (BraTS labels 1, 2, 4); class 0 (background) is left transparent.
+CLASS_COLOURS: dict[int, str] = {
+    1: OKABE_ITO["blue"],
+    2: OKABE_ITO["yellow"],
+    3: OKABE_ITO["vermillion"],
+}
+CLASS_NAMES: dict[int, str] = {1: "NCR/NET (label 1)", 2: "ED (label 2)", 3: "ET (label 4)"}
+_OVERLAY_ALPHA = 0.6
+# Per model family: key pattern, colours (cycled, then line styles change), marker.
+_FAMILIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (
+        r"distill_T.+",
+        (OKABE_ITO["sky_blue"], OKABE_ITO["blue"], OKABE_ITO["green"], "#1B3A6B"),
+        "s",
+    ),
+    (
+        r"adv_eps.+",
+        (OKABE_ITO["orange"], OKABE_ITO["vermillion"], OKABE_ITO["purple"], "#8C510A"),
+        "^",
+    ),
+    (r"noise_?.*", ("#7F7F7F", "#B0B0B0"), "*"),
+    (r".*", ("#6A3D9A", "#B15928", "#33A02C", "#FB9A99"), "D"),
+)
+_LINESTYLES = ("-", "--", ":", "-.")
+
+STYLE: dict[str, Any] = {
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.title_fontsize": 8,
+    "figure.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "lines.linewidth": 1.3,
+    "lines.markersize": 4.5,
+    "errorbar.capsize": 2,
+    "pdf.fonttype": 42,  # embed TrueType: text stays editable and searchable
+    "svg.fonttype": "none",
+}
+FULL_WIDTH = 7.2  # inches: a two-column page
+HALF_WIDTH = 3.5
+MIN_DPI = 200
+EPS_LABEL = "{attack} ε\n(fraction of max intensity)"  # two lines: fits under each panel
+
+
+# --------------------------------------------------------------------------- styles
+
+
+def model_styles(models: Iterable[str], reference_model: str = "baseline") -> dict[str, dict]:
+    """Colour, marker and line style of each model, for ``plot``/``errorbar``/``bar`` kwargs.
+
+    The reference model is black with circles; distilled models are cool colours with squares,
+    adversarially trained ones warm colours with triangles, noise augmentation grey with stars
+    (as in the paper's Fig. 4). Within a family, models are ordered by ``model_sort_key``, so the
+    same set of models always gets the same styles.
+    """
+    models = sorted(set(models), key=model_sort_key)
+    styles = {}
+    if reference_model in models:
+        styles[reference_model] = {"color": OKABE_ITO["black"], "marker": "o", "linestyle": "-"}
+    for pattern, colours, marker in _FAMILIES:
+        family = [m for m in models if m not in styles and re.fullmatch(pattern, m)]
+        for i, m in enumerate(family):
+            styles[m] = {
+                "color": colours[i % len(colours)],
+                "marker": marker,
+                "linestyle": _LINESTYLES[(i // len(colours)) % len(_LINESTYLES)],
+            }
+    return styles
+
+
+def ordered_models(models: Iterable[str], reference_model: str = "baseline") -> list[str]:
+    """Models with the reference first, then in ``model_sort_key`` order (as in Table 2)."""
+    models = set(models)
+    rest = sorted(models - {reference_model}, key=model_sort_key)
+    return [reference_model, *rest] if reference_model in models else rest
+
+
+def display_attack(attack: str) -> str:
+    """Display name of an attack or realistic perturbation key."""
+    return EXTRA_ATTACK_NAMES.get(attack) or attack_label(attack)
+
+
+def _styled(figsize: tuple[float, float]) -> Figure:
+    """A new Figure on an Agg canvas, with constrained layout."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _with_style(build: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Run a figure builder under :data:`STYLE`.
+
+    Tick labels are created lazily at draw time, outside the style context, so their size is
+    also set explicitly on every axes.
+    """
+
+    @functools.wraps(build)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with mpl.rc_context(STYLE):
+            fig = build(*args, **kwargs)
+        for ax in fig.axes:
+            ax.tick_params(labelsize=STYLE["xtick.labelsize"])
+        return fig
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- data
+
+
+def summarise(
+    df: pd.DataFrame, by: Sequence[str], metric: str = "dice", error: ErrorKind = "sd"
+) -> pd.DataFrame:
+    """Mean, error half-width (``err``) and subject count ``n`` of ``metric`` per group ``by``.
+
+    Rows of one subject within a group (e.g. the three region rows that repeat one input's PSNR)
+    are averaged first, so ``n`` counts subjects. Non-finite values (the PSNR of an unperturbed
+    input is inf) are dropped. ``error="sd"``: sample sd (ddof=1); ``"ci95"``: half-width of the
+    t-based 95% confidence interval of the mean. Groups with one subject get ``err`` NaN.
+    """
+    _check_choice(error, ERROR_KINDS, "error")
+    _require_columns(df, [*by, "subject", metric])
+    values = df[[*by, "subject", metric]].replace([np.inf, -np.inf], np.nan).dropna(subset=[metric])
+    if values.empty:
+        raise ValueError(f"no finite {metric!r} values to summarise")
+    per_subject = values.groupby([*by, "subject"], dropna=False, sort=False)[metric].mean()
+    grouped = per_subject.groupby(level=list(range(len(by))), dropna=False, sort=False)
+    out = grouped.agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    if error == "sd":
+        out["err"] = out["std"]
+    else:
+        dof = (out["n"] - 1).where(out["n"] > 1)
+        out["err"] = stats.t.ppf(0.975, dof) * out["std"] / np.sqrt(out["n"])
+    return out[["mean", "err", "n"]].reset_index()
+
+
+def _require_columns(df: pd.DataFrame, columns: Iterable[str]) -> None:
+    missing = [c for c in dict.fromkeys(columns) if c not in df.columns]
+    if missing:
+        raise ValueError(f"results table lacks columns {missing}; has {list(df.columns)}")
+
+
+def _check_choice(value: Any, choices: Sequence[Any], name: str) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _source(df: pd.DataFrame) -> pd.Series:
+    if "source_model" not in df.columns:
+        return pd.Series("", index=df.index)
+    return df["source_model"].fillna("").astype(str)
+
+
+def _white_box(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose perturbation was crafted on the evaluated model itself (or none)."""
+    src = _source(df)
+    return df[(src == "") | (src == df["model"])]
+
+
+def _rows(df: pd.DataFrame, attack: str, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """Rows of one attack (optionally of some models); ValueError naming what is missing."""
+    rows = df[df["attack"] == attack]
+    if rows.empty:
+        raise ValueError(
+            f"no rows for attack {attack!r} in the results table "
+            f"(attacks present: {sorted(df['attack'].unique())})"
+        )
+    if models is not None:
+        missing = [m for m in models if m not in set(rows["model"])]
+        if missing:
+            raise ValueError(f"no {attack!r} rows for models {missing}")
+        rows = rows[rows["model"].isin(models)]
+    return rows
+
+
+def _check_models(df: pd.DataFrame, models: Sequence[str]) -> None:
+    if not models:
+        raise ValueError("no models to plot")
+    missing = [m for m in models if m not in set(df["model"])]
+    if missing:
+        raise ValueError(
+            f"models {missing} have no rows in the results table "
+            f"(models present: {sorted(df['model'].unique())})"
+        )
+
+
+def _check_regions(df: pd.DataFrame, regions: Sequence[str]) -> None:
+    if not regions:
+        raise ValueError("regions must name at least one region")
+    missing = [r for r in regions if r not in set(df["region"])]
+    if missing:
+        raise ValueError(f"regions {missing} have no rows in the results table")
+
+
+def _single_eps(rows: pd.DataFrame, eps: float | None, what: str) -> float:
+    """The one ε of ``rows`` (or check that ``eps`` is present); ValueError otherwise."""
+    present = np.unique(rows["eps"].dropna().to_numpy(float))
+    if eps is None:
+        if len(present) != 1:
+            raise ValueError(
+                f"{what} has rows at several eps {present.tolist()}: pass eps to pick one"
+            )
+        return float(present[0])
+    if not np.isclose(present, eps).any():
+        raise ValueError(f"{what} has no rows at eps={eps:g} (present: {present.tolist()})")
+    return float(eps)
+
+
+def _at_eps(rows: pd.DataFrame, eps: float) -> pd.DataFrame:
+    return rows[np.isclose(rows["eps"].to_numpy(float), eps)]
+
+
+def _final_iteration(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Rows at the largest iteration within each group ``keys`` (an attack's final iterate)."""
+    last = rows.groupby(list(keys), dropna=False)["iteration"].transform("max")
+    return rows[rows["iteration"] == last]
+
+
+def _clean_rows(df: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
+    rows = df[(df["attack"] == CLEAN_ATTACK) & df["model"].isin(models)]
+    missing = [m for m in models if m not in set(rows["model"])]
+    if missing:
+        raise ValueError(f"no clean ({CLEAN_ATTACK!r}) rows for models {missing}")
+    return rows
+
+
+def _n_text(summary: pd.DataFrame) -> str:
+    lo, hi = int(summary["n"].min()), int(summary["n"].max())
+    return f"n = {lo} subjects" if lo == hi else f"n = {lo}–{hi} subjects"
+
+
+def _metric_label(name: str, error: ErrorKind, summary: pd.DataFrame, unit: str = "") -> str:
+    """Y label stating what the points and error bars are, e.g. 'Dice (mean ± sd, n = 10)'."""
+    unit = f"{unit}; " if unit else ""
+    return f"{name}\n({unit}mean ± {_ERROR_TEXT[error]}, {_n_text(summary)})"
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _dodged(x: np.ndarray, index: int, count: int, dodge: float, step: float) -> np.ndarray:
+    """Shift series ``index`` of ``count`` sideways so error bars at one x do not overlap."""
+    if count < 2 or dodge == 0:
+        return x
+    return x + (index - (count - 1) / 2) * dodge * step / (count - 1)
+
+
+def _min_step(values: Iterable[float]) -> float:
+    x = np.unique(np.asarray(list(values), dtype=float))
+    return float(np.diff(x).min()) if len(x) > 1 else 1.0
+
+
+def _error_lines(
+    ax: Axes,
+    summary: pd.DataFrame,
+    x: str,
+    series: str,
+    order: Sequence[str],
+    styles: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, str],
+    dodge: float,
+) -> None:
+    """One errorbar line per ``series`` value of ``summary`` (columns x, series, mean, err)."""
+    step = _min_step(summary[x])
+    present = [s for s in order if s in set(summary[series])]
+    for i, name in enumerate(present):
+        part = summary[summary[series] == name].sort_values(x)
+        style = dict(styles[name])
+        if style.get("marker") == "*":
+            style["markersize"] = 8
+        ax.errorbar(
+            _dodged(part[x].to_numpy(float), i, len(present), dodge, step),
+            part["mean"],
+            yerr=part["err"].fillna(0),
+            label=labels[name],
+            **style,
+        )
+
+
+def _set_dice_axis(ax: Axes) -> None:
+    ax.set_ylim(0, 1.02)
+    ax.yaxis.set_major_locator(mpl.ticker.MultipleLocator(0.2))
+
+
+def _legend(fig: Figure, ax: Axes, loc: str = "outside lower center") -> None:
+    """One figure legend of ``ax``'s entries, at most three columns wide so it fits the page."""
+    handles, labels = ax.get_legend_handles_labels()
+    ncols = len(labels) if len(labels) <= 4 else 3
+    fig.legend(handles, labels, loc=loc, ncols=ncols, frameon=False)
+
+
+# --------------------------------------------------------------------------- paper figures
+
+
+@_with_style
+def figure2(
+    df: pd.DataFrame,
+    *,
+    model: str = "baseline",
+    attacks: Sequence[str] = ("ifgsm", "tifgsm"),
+    eps: float | None = None,
+    regions: Sequence[str] = REGION_ORDER,
+    error: ErrorKind = "sd",
+) -> Figure:
+    """Paper's Fig. 2: Dice vs number of iterations, one panel per attack, a line per region.
+
+    Iteration 0 is the clean input: the attack's own iteration-0 rows if it has them, else the
+    model's clean (attack "none") rows. ``eps=None`` takes the attack's only ε.
+    """
+    summary = _iteration_summary(df, model, attacks, eps, "dice", error, by_region=True)
+    _check_regions(summary, regions)
+    fig = _styled((FULL_WIDTH, 2.9))
+    axes = fig.subplots(1, len(attacks), sharey=True, squeeze=False)[0]
+    styles = {
+        r: {"color": REGION_COLOURS.get(r), "marker": REGION_MARKERS.get(r, "o")} for r in regions
+    }
+    labels = {r: f"{REGION_NAMES.get(r, r)} ({r})" for r in regions}
+    for ax, attack in zip(axes, attacks, strict=True):
+        part = summary[summary["attack"] == attack]
+        _error_lines(ax, part, "iteration", "region", regions, styles, labels, dodge=0.3)
+        ax.set_title(
+            f"{display_attack(attack)} (ε = {part['eps'].iloc[0]:g}, {model_label(model)})"
+        )
+        ax.set_xlabel("iterations")
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        _set_dice_axis(ax)
+    axes[0].set_ylabel(_metric_label("Dice", error, summary))
+    _legend(fig, axes[0])
+    return fig
+
+
+@_with_style
+def supplementary_figure2(
+    df: pd.DataFrame,
+    *,
+    model: str = "baseline",
+    attacks: Sequence[str] = ("ifgsm", "tifgsm"),
+    eps: float | None = None,
+    metric: Literal["psnr", "ssim", "rmse"] = "psnr",
+    error: ErrorKind = "sd",
+) -> Figure:
+    """Supplemental Fig. 2: input quality (PSNR by default) vs iterations, a line per attack.
+
+    Quality is of the perturbed input against the clean one, one value per subject; the clean
+    input itself (PSNR = inf) is not drawn.
+    """
+    _check_choice(metric, ("psnr", "ssim", "rmse"), "metric")
+    summary = _iteration_summary(df, model, attacks, eps, metric, error, by_region=False)
+    summary = summary[summary["iteration"] > 0]
+    if summary.empty:
+        raise ValueError(f"no finite {metric!r} values of attacked inputs for model {model!r}")
+    palette = (OKABE_ITO["blue"], OKABE_ITO["vermillion"], OKABE_ITO["green"], OKABE_ITO["orange"])
+    markers = ("o", "s", "^", "D")
+    styles = {a: {"color": palette[i % 4], "marker": markers[i % 4]} for i, a in enumerate(attacks)}
+    labels = {
+        a: f"{display_attack(a)} (ε = {summary.loc[summary['attack'] == a, 'eps'].iloc[0]:g})"
+        for a in attacks
+        if a in set(summary["attack"])
+    }
+    fig = _styled((HALF_WIDTH, 2.8))
+    ax = fig.subplots()
+    _error_lines(ax, summary, "iteration", "attack", attacks, styles, labels, dodge=0.2)
+    name, unit = {"psnr": ("PSNR", "dB"), "ssim": ("SSIM", ""), "rmse": ("RMSE", "rel.")}[metric]
+    ax.set_ylabel(_metric_label(name, error, summary, unit))
+    ax.set_xlabel("iterations")
+    ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+    ax.set_title(f"Input quality, {model_label(model)}")
+    ax.legend(loc="best")
+    return fig
+
+
+def _iteration_summary(
+    df: pd.DataFrame,
+    model: str,
+    attacks: Sequence[str],
+    eps: float | None,
+    metric: str,
+    error: ErrorKind,
+    by_region: bool,
+) -> pd.DataFrame:
+    """Summary over subjects per (attack, eps, iteration[, region]) of one model's iterates."""
+    _require_columns(df, ["model", "attack", "eps", "iteration", "subject", "region", metric])
+    if not attacks:
+        raise ValueError("attacks must name at least one attack")
+    _check_models(df, [model])
+    frames = []
+    for attack in attacks:
+        rows = _white_box(_rows(df, attack, [model]))
+        if rows.empty:
+            raise ValueError(f"no {attack!r} rows crafted on model {model!r} itself")
+        e = _single_eps(rows, eps, f"attack {attack!r} on model {model!r}")
+        rows = _at_eps(rows, e)
+        if not (rows["iteration"] == 0).any():
+            rows = pd.concat([_clean_rows(df, [model]), rows])
+        if rows["iteration"].nunique() < 2:
+            raise ValueError(f"attack {attack!r} on model {model!r} has a single iteration")
+        frames.append(rows.assign(attack=attack, eps=e))
+    by = ["attack", "eps", "iteration", *(["region"] if by_region else [])]
+    return summarise(pd.concat(frames), by, metric, error)
+
+
+@_with_style
+def dice_vs_eps(
+    df: pd.DataFrame,
+    models: Sequence[str],
+    *,
+    attack: str = "fgsm",
+    regions: Sequence[str] = REGION_ORDER,
+    reference_model: str = "baseline",
+    title: str = "",
+    error: ErrorKind = "sd",
+) -> Figure:
+    """Dice vs attack ε, one panel per region, a line per model (the paper's Figs. 3 and 4).
+
+    ε = 0 is each model's clean input; iterative attacks are drawn at their final iterate.
+    Only perturbations crafted on the evaluated model itself are used.
+    """
+    _require_columns(df, ["model", "attack", "eps", "iteration", "subject", "region", "dice"])
+    _check_models(df, models)
+    _check_regions(df, regions)
+    attacked = _white_box(_rows(df, attack, models))
+    attacked = _final_iteration(attacked[attacked["eps"] > 0], ["model", "eps"])
+    if attacked.empty:
+        raise ValueError(f"no {attack!r} rows with eps > 0 for models {list(models)}")
+    rows = pd.concat([_clean_rows(df, models).assign(eps=0.0), attacked])
+    summary = summarise(
+        rows[rows["region"].isin(regions)], ["model", "eps", "region"], "dice", error
+    )
+    styles = model_styles(df["model"].unique(), reference_model)
+    labels = {m: model_label(m, reference_model) for m in models}
+    order = ordered_models(models, reference_model)
+    fig = _styled((FULL_WIDTH, 3.0))
+    axes = fig.subplots(1, len(regions), sharey=True, squeeze=False)[0]
+    for i, (ax, region) in enumerate(zip(axes, regions, strict=True)):
+        part = summary[summary["region"] == region]
+        _error_lines(ax, part, "eps", "model", order, styles, labels, dodge=0.4)
+        ax.set_title(f"({chr(97 + i)}) {REGION_NAMES.get(region, region)}")
+        ax.set_xlabel(EPS_LABEL.format(attack=display_attack(attack)))
+        _set_dice_axis(ax)
+    axes[0].set_ylabel(_metric_label("Dice", error, summary))
+    if title:
+        fig.suptitle(title)
+    _legend(fig, axes[0])
+    return fig
+
+
+def _family(df: pd.DataFrame, pattern: str, what: str, reference_model: str) -> list[str]:
+    family = [m for m in df["model"].unique() if re.fullmatch(pattern, m)]
+    if not family:
+        raise ValueError(f"no {what} models (model names matching {pattern!r}) in the table")
+    return ordered_models([reference_model, *family], reference_model)
+
+
+def figure3(df: pd.DataFrame, *, reference_model: str = "baseline", **kwargs: Any) -> Figure:
+    """Paper's Fig. 3: distillation, Dice vs FGSM ε for the baseline (T = 1) and each T."""
+    models = _family(df, r"distill_T.+", "distillation (distill_T*)", reference_model)
+    return dice_vs_eps(
+        df, models, reference_model=reference_model, title="Defensive distillation", **kwargs
+    )
+
+
+def figure4(df: pd.DataFrame, *, reference_model: str = "baseline", **kwargs: Any) -> Figure:
+    """Paper's Fig. 4: adversarial training per training ε, plus noise augmentation (stars)."""
+    models = _family(df, r"adv_eps.+|noise_?.*", "adversarial training (adv_eps*)", reference_model)
+    if not any(m.startswith("adv_eps") for m in models):
+        raise ValueError("no adversarial training models (adv_eps*) in the table")
+    return dice_vs_eps(
+        df, models, reference_model=reference_model, title="Adversarial training", **kwargs
+    )
+
+
+# --------------------------------------------------------------------------- beyond the paper
+
+
+@_with_style
+def robustness_figure(
+    df: pd.DataFrame,
+    *,
+    attacks: Sequence[str] | None = None,
+    eps: float | None = None,
+    models: Sequence[str] | None = None,
+    regions: Sequence[str] = REGION_ORDER,
+    reference_model: str = "baseline",
+    transfer_source: str | None = None,
+    include_clean: bool = True,
+    error: ErrorKind = "sd",
+) -> Figure:
+    """Robust Dice of every model under strong, transfer and temperature-aware attacks.
+
+    Grouped bars (groups: clean input, then each attack; a bar per model), one panel per region.
+    ``attacks=None`` takes those of :data:`ROBUSTNESS_ATTACKS` (and any ``transfer_*``) present.
+    Attacks named ``transfer_*`` use perturbations crafted on ``transfer_source`` (default: the
+    reference model); the others only perturbations crafted on the evaluated model. Iterative
+    attacks are drawn at their final iterate; ``eps=None`` takes each attack's only ε. A model
+    without rows for an attack leaves a gap.
+    """
+    _require_columns(df, ["model", "attack", "eps", "iteration", "subject", "region", "dice"])
+    _check_regions(df, regions)
+    if attacks is None:
+        present = list(df["attack"].unique())
+        attacks = [a for a in ROBUSTNESS_ATTACKS if a in present]
+        attacks += [a for a in present if a.startswith("transfer_") and a not in attacks]
+        if not attacks:
+            raise ValueError(
+                f"no strong, transfer or temperature-aware attack rows ({list(ROBUSTNESS_ATTACKS)})"
+                " in the results table"
+            )
+    models = ordered_models(df["model"].unique() if models is None else models, reference_model)
+    _check_models(df, models)
+    source = transfer_source or reference_model
+    frames, groups = [], []
+    if include_clean:
+        frames.append(_clean_rows(df, models).assign(group="Clean input"))
+        groups.append("Clean input")
+    for attack in attacks:
+        rows = _rows(df, attack)
+        rows = rows[rows["model"].isin(models)]
+        if attack.startswith("transfer_"):
+            rows = rows[_source(rows) == source]
+            where = f" crafted on {source!r}"
+        else:
+            rows = _white_box(rows)
+            where = ""
+        if rows.empty:
+            raise ValueError(f"no {attack!r} rows{where} for models {models}")
+        e = _single_eps(rows, eps, f"attack {attack!r}")
+        rows = _final_iteration(_at_eps(rows, e), ["model"])
+        label = display_attack(attack) + (
+            f"\nfrom {model_label(source, reference_model)}" if where else ""
+        )
+        label += f"\nε = {e:g}"
+        frames.append(rows.assign(group=label))
+        groups.append(label)
+    data = pd.concat(frames)
+    summary = summarise(
+        data[data["region"].isin(regions)], ["group", "model", "region"], "dice", error
+    )
+    styles = model_styles(df["model"].unique(), reference_model)
+    fig = _styled((FULL_WIDTH, 1.2 + 2.1 * len(regions)))
+    axes = fig.subplots(len(regions), 1, sharex=True, squeeze=False)[:, 0]
+    width = 0.8 / len(models)
+    x = np.arange(len(groups))
+    for ax, region in zip(axes, regions, strict=True):
+        part = summary[summary["region"] == region].set_index(["group", "model"])
+        for j, m in enumerate(models):
+            idx = pd.MultiIndex.from_product([groups, [m]])
+            values = part.reindex(idx)
+            pos = x + (j - (len(models) - 1) / 2) * width
+            ax.bar(
+                pos,
+                values["mean"].to_numpy(float),
+                width * 0.95,
+                yerr=values["err"].fillna(0).to_numpy(float),
+                color=styles[m]["color"],
+                label=model_label(m, reference_model),
+                error_kw={"elinewidth": 0.7, "capsize": 1.5, "ecolor": "#333333"},
+            )
+            for k in np.flatnonzero(values["mean"].isna().to_numpy()):  # not evaluated: say so
+                ax.text(pos[k], 0.02, "n/a", rotation=90, ha="center", va="bottom", color="#555555")
+        ax.set_title(f"{REGION_NAMES.get(region, region)} ({region})")
+        ax.set_ylabel(_metric_label("Dice", error, summary))
+        ax.grid(axis="x", visible=False)
+        _set_dice_axis(ax)
+    axes[-1].set_xticks(x, groups)
+    _legend(fig, axes[0], loc="outside upper center")
+    return fig
+
+
+@_with_style
+def realistic_figure(
+    df: pd.DataFrame,
+    *,
+    kinds: Sequence[str] | None = None,
+    region: str = "WT",
+    models: Sequence[str] | None = None,
+    reference_model: str = "baseline",
+    error: ErrorKind = "sd",
+) -> Figure:
+    """Dice in one region vs severity of each realistic artefact, a panel per artefact.
+
+    ``kinds=None`` takes those of :data:`REALISTIC_KINDS` present in the table. Severity 0 is the
+    clean input: when an artefact has no severity-0 rows, the model's clean rows are drawn there.
+    """
+    _require_columns(df, ["model", "attack", "severity", "subject", "region", "dice"])
+    _check_regions(df, [region])
+    if kinds is None:
+        kinds = [k for k in REALISTIC_KINDS if k in set(df["attack"])]
+        if not kinds:
+            raise ValueError(
+                f"no realistic perturbation rows (attack in {list(REALISTIC_KINDS)}) in the "
+                "results table"
+            )
+    models = ordered_models(df["model"].unique() if models is None else models, reference_model)
+    _check_models(df, models)
+    frames = []
+    for kind in kinds:
+        rows = _rows(df, kind, models).dropna(subset=["severity"])
+        if rows.empty:
+            raise ValueError(f"{kind!r} rows have no severity values")
+        if not (rows["severity"] == 0).any():
+            rows = pd.concat([rows, _clean_rows(df, models).assign(severity=0.0)])
+        frames.append(rows.assign(attack=kind))
+    data = pd.concat(frames)
+    summary = summarise(
+        data[data["region"] == region], ["attack", "model", "severity"], "dice", error
+    )
+    styles = model_styles(df["model"].unique(), reference_model)
+    labels = {m: model_label(m, reference_model) for m in models}
+    ncols = min(3, len(kinds))
+    nrows = math.ceil(len(kinds) / ncols)
+    fig = _styled((FULL_WIDTH, 0.7 + 2.2 * nrows))
+    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
+    for ax, kind in zip(axes.flat, kinds, strict=False):
+        part = summary[summary["attack"] == kind]
+        _error_lines(ax, part, "severity", "model", models, styles, labels, dodge=0.4)
+        ax.set_title(display_attack(kind))
+        ax.set_xlabel("severity level")
+        _set_dice_axis(ax)
+    for ax in axes.flat[len(kinds) :]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel(_metric_label(f"Dice {region}", error, summary).replace(", n", ",\nn"))
+    fig.suptitle(f"Realistic artefacts: {REGION_NAMES.get(region, region)} ({region})")
+    _legend(fig, axes.flat[0])
+    return fig
+
+
+# --------------------------------------------------------------------------- image figures
+
+
+@dataclass(frozen=True)
+class Segmented:
+    """An input image (C, X, Y, Z), channels in MODALITIES order, and the class map
+    (X, Y, Z), classes 0..3, that a model predicted from it."""
+
+    image: np.ndarray
+    prediction: np.ndarray
+
+
+def tumour_slice(classes: np.ndarray, axis: int = 2) -> int:
+    """Index along ``axis`` (default 2: axial for BraTS arrays) of the slice with most tumour."""
+    classes = np.asarray(classes)
+    if classes.ndim != 3:
+        raise ValueError(f"classes must be a 3D class map, got shape {classes.shape}")
+    if not -3 <= axis < 3:
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+    other = tuple(a for a in range(3) if a != axis % 3)
+    counts = np.count_nonzero(classes, axis=other)
+    if not counts.any():
+        raise ValueError("the class map holds no tumour (all background)")
+    return int(np.argmax(counts))
+
+
+def _channel(image: np.ndarray, modality: str, what: str) -> np.ndarray:
+    _check_choice(modality, MODALITIES, "modality")
+    image = np.asarray(image)
+    if image.ndim != 4 or image.shape[0] != len(MODALITIES):
+        raise ValueError(
+            f"{what} must have shape ({len(MODALITIES)}, X, Y, Z) with channels "
+            f"{MODALITIES}, got {image.shape}"
+        )
+    return image[MODALITIES.index(modality)]
+
+
+def _axial(volume: np.ndarray, index: int, axis: int) -> np.ndarray:
+    """Slice for display: patient anterior up and patient right on the image left
+    (radiological convention) for arrays in LPS order, as BraTS and the synthetic cohort."""
+    if not 0 <= index < volume.shape[axis]:
+        raise ValueError(f"slice_index {index} outside 0..{volume.shape[axis] - 1}")
+    return np.take(volume, index, axis=axis).T
+
+
+def _check_class_map(classes: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
+    classes = np.asarray(classes)
+    if classes.shape != shape:
+        raise ValueError(f"{what} has shape {classes.shape}, the image has {shape}")
+    if (
+        not np.issubdtype(classes.dtype, np.integer)
+        or classes.min() < 0
+        or classes.max() >= N_CLASSES
+    ):
+        raise ValueError(f"{what} must be an integer class map with values 0..{N_CLASSES - 1}")
+    return classes
+
+
+_CLASS_CMAP = ListedColormap(
+    [(0, 0, 0, 0), *[mpl.colors.to_rgba(CLASS_COLOURS[c]) for c in range(1, N_CLASSES)]]
+)
+
+
+def _show(
+    ax: Axes, image2d: np.ndarray, window: tuple[float, float], classes2d: np.ndarray | None = None
+) -> None:
+    """Grey image with the class map overlaid (background transparent), without ticks."""
+    ax.imshow(image2d, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
+    if classes2d is not None:
+        ax.imshow(
+            classes2d,
+            cmap=_CLASS_CMAP,
+            vmin=0,
+            vmax=N_CLASSES - 1,
+            alpha=np.where(classes2d > 0, _OVERLAY_ALPHA, 0.0),
+            interpolation="nearest",
+        )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _window(image2d: np.ndarray) -> tuple[float, float]:
+    """Grey-level window: 1st-99.5th percentile of the clean slice, shared by all panels."""
+    lo, hi = np.percentile(image2d, [1, 99.5])
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def _class_legend(fig: Figure, loc: str) -> None:
+    handles = [
+        Patch(facecolor=CLASS_COLOURS[c], alpha=_OVERLAY_ALPHA, label=CLASS_NAMES[c])
+        for c in range(1, N_CLASSES)
+    ]
+    fig.legend(handles=handles, loc=loc, ncols=len(handles), frameon=False)
+
+
+def _wrap(text: str, width: int = 18) -> str:
+    return textwrap.fill(text, width, break_long_words=False)
+
+
+@_with_style
+def figure1(
+    truth: np.ndarray,
+    examples: Mapping[str, Segmented],
+    *,
+    modality: str = "flair",
+    slice_index: int | None = None,
+    axis: int = 2,
+) -> Figure:
+    """Paper's Fig. 1: inputs (top row) and their segmentations (bottom row) per attack.
+
+    ``examples`` maps attack keys (e.g. "none", "fgsm", "ifgsm", "tifgsm", drawn in that order)
+    to the (perturbed) input and the prediction from it. Bottom titles give the 3D Dice of each
+    region against ``truth`` (class map). All panels share the clean slice's grey window, so a
+    visible change is a real change. ``slice_index=None`` takes the slice with most true tumour.
+    """
+    if not examples:
+        raise ValueError("examples must hold at least one attack")
+    first = _channel(next(iter(examples.values())).image, modality, "image")
+    truth = _check_class_map(truth, first.shape, "truth")
+    if slice_index is None:
+        slice_index = tumour_slice(truth, axis)
+    window = _window(_axial(first, slice_index, axis))
+    fig = _styled((1.8 * len(examples) + 0.3, 4.3))
+    axes = fig.subplots(2, len(examples), squeeze=False)
+    for col, (attack, ex) in enumerate(examples.items()):
+        image = _channel(ex.image, modality, f"image of {attack!r}")
+        pred = _check_class_map(ex.prediction, image.shape, f"prediction of {attack!r}")
+        scores = dice_regions(pred, truth)
+        top, bottom = axes[0, col], axes[1, col]
+        _show(top, _axial(image, slice_index, axis), window)
+        top.set_title("No attack" if attack == CLEAN_ATTACK else display_attack(attack))
+        _show(bottom, _axial(image, slice_index, axis), window, _axial(pred, slice_index, axis))
+        bottom.set_title(
+            "Dice " + "/".join(scores) + "\n" + "/".join(f"{v:.2f}" for v in scores.values())
+        )
+    axes[0, 0].set_ylabel(f"Input ({modality.upper()})")
+    axes[1, 0].set_ylabel("Segmentation")
+    _class_legend(fig, "outside lower center")
+    return fig
+
+
+@_with_style
+def figure5(
+    image: np.ndarray,
+    truth: np.ndarray,
+    clean_predictions: Mapping[str, np.ndarray],
+    adversarial: Mapping[str, Segmented],
+    *,
+    eps: float = 0.03,
+    attack: str = "fgsm",
+    region: str = "ET",
+    reference_model: str = "baseline",
+    modality: str = "flair",
+    slice_index: int | None = None,
+    axis: int = 2,
+) -> Figure:
+    """Paper's Fig. 5: each model on the clean input and on its own adversarial input.
+
+    Columns: true labels, then one per model (in ``adversarial``'s order). Top row: true labels
+    and each model's prediction on the clean ``image``; middle row: the clean image and each
+    model's adversarial input (``attack`` at ``eps``); bottom row: true labels and each model's
+    prediction on its adversarial input. Titles give the 3D Dice of ``region`` (default ET).
+    """
+    if not adversarial:
+        raise ValueError("adversarial must hold at least one model")
+    if set(clean_predictions) != set(adversarial):
+        raise ValueError(
+            f"clean_predictions and adversarial name different models: "
+            f"{sorted(clean_predictions)} vs {sorted(adversarial)}"
+        )
+    clean = _channel(image, modality, "image")
+    truth = _check_class_map(truth, clean.shape, "truth")
+    if slice_index is None:
+        slice_index = tumour_slice(truth, axis)
+    clean2d = _axial(clean, slice_index, axis)
+    truth2d = _axial(truth, slice_index, axis)
+    window = _window(clean2d)
+    ncols = 1 + len(adversarial)
+    fig = _styled((0.98 * ncols + 0.35, 4.6))
+    axes = fig.subplots(3, ncols, squeeze=False)
+    _show(axes[0, 0], clean2d, window, truth2d)
+    axes[0, 0].set_title("True labels\n")
+    _show(axes[1, 0], clean2d, window)
+    axes[1, 0].set_title("Original image")
+    _show(axes[2, 0], clean2d, window, truth2d)
+    axes[2, 0].set_title("True labels")
+    for col, (model, ex) in enumerate(adversarial.items(), start=1):
+        adv = _channel(ex.image, modality, f"adversarial image of {model!r}")
+        pred_clean = _check_class_map(
+            clean_predictions[model], clean.shape, f"prediction of {model!r}"
+        )
+        pred_adv = _check_class_map(
+            ex.prediction, clean.shape, f"adversarial prediction of {model!r}"
+        )
+        d_clean = dice_regions(pred_clean, truth)[region]
+        d_adv = dice_regions(pred_adv, truth)[region]
+        _show(axes[0, col], clean2d, window, _axial(pred_clean, slice_index, axis))
+        axes[0, col].set_title(
+            f"{_wrap(_short_model_label(model, reference_model), 16)}\n{region} {d_clean:.2f}"
+        )
+        _show(axes[1, col], _axial(adv, slice_index, axis), window)
+        _show(
+            axes[2, col],
+            _axial(adv, slice_index, axis),
+            window,
+            _axial(pred_adv, slice_index, axis),
+        )
+        axes[2, col].set_title(f"{region} {d_adv:.2f}")
+    axes[0, 0].set_ylabel("Clean input")
+    axes[1, 0].set_ylabel(f"{display_attack(attack)} ε = {eps:g}")
+    axes[2, 0].set_ylabel("On adversarial input")
+    fig.suptitle(f"Dice of {REGION_NAMES.get(region, region)} ({region}) in each title")
+    _class_legend(fig, "outside lower center")
+    return fig
+
+
+def _short_model_label(model: str, reference_model: str) -> str:
+    """Model label short enough for a narrow image column ('Adv. training (ε=0.05)')."""
+    return model_label(model, reference_model).replace("Adversarial Training", "Adv. training")
+
+
+# --------------------------------------------------------------------------- output
+
+
+def save_figure(fig: Figure, path_stem: str | Path, dpi: int = 300) -> tuple[Path, Path]:
+    """Write ``<path_stem>.png`` (at ``dpi``) and ``<path_stem>.pdf`` atomically; close ``fig``.
+
+    ``path_stem`` is used verbatim (a dot in it, e.g. ``dice_eps0.05``, is not a suffix).
+    PDF metadata carry no creation date, so the same figure gives the same file.
+    """
+    if dpi < MIN_DPI:
+        raise ValueError(f"dpi must be >= {MIN_DPI} for print, got {dpi}")
+    if not fig.axes:
+        raise ValueError("the figure has no axes: nothing to save")
+    stem = str(path_stem)
+    paths = (Path(f"{stem}.png"), Path(f"{stem}.pdf"))
+    for path, fmt, meta in zip(paths, ("png", "pdf"), ({}, {"CreationDate": None}), strict=True):
+        with atomic_path(path) as tmp, mpl.rc_context(STYLE):
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=meta)
+    if fig.canvas.manager is not None:  # made through pyplot: drop it from pyplot's registry
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return paths

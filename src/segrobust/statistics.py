@@ -1,0 +1,832 @@
+"""Paired statistics over the long results table and the paper's Tables 1 and 2.
+
+Every function reads the one long-format results table (one row per model, attack, eps,
+iteration, subject and region, with columns ``dice``, ``psnr``, ``ssim``, ``rmse``, ...).
+A *selector* is a mapping ``{column: value}`` that picks one condition out of that table,
+e.g. ``{"model": "baseline", "attack": "fgsm", "eps": 0.05, "iteration": 1}``; float
+columns are matched with a tolerance so ``0.05`` and ``0.05000000001`` are one setting.
+
+The paper compares Dice between two conditions of the same test subjects with two-sided
+Wilcoxon signed-rank tests and a Bonferroni correction (Tables 1 and 2). Here each test
+pairs subjects by an inner join, records how many pairs are missing, adds a matched-pairs
+rank-biserial effect size and paired bootstrap confidence intervals, and corrects within
+explicitly named families of tests.
+"""
+
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from segrobust.fileio import atomic_path
+
+Selector = Mapping[str, Any]
+Correction = Literal["bonferroni", "holm"]
+ZeroMethod = Literal["wilcox", "pratt", "zsplit"]
+CiMethod = Literal["percentile", "basic", "bca"]
+
+CORRECTIONS = ("bonferroni", "holm")
+ZERO_METHODS = ("wilcox", "pratt", "zsplit")
+CI_METHODS = ("percentile", "basic", "bca")
+CLEAN_ATTACK = "none"
+ATTACK_NAMES = {
+    "none": "No attack",
+    "fgsm": "FGSM",
+    "ifgsm": "i-FGSM",
+    "tifgsm": "ti-FGSM",
+    "pgd": "PGD",
+}
+REGION_NAMES = {"WT": "Whole Tumor", "TC": "Tumor Core", "ET": "Enhancing Tumor"}
+QUALITY_DECIMALS = {"psnr": 2, "ssim": 3, "rmse": 3}
+DICE_DECIMALS = 3
+LATEX_SYMBOLS = {
+    "±": r"$\pm$",
+    "ε": r"$\varepsilon$",
+    "≤": r"$\leq$",
+    "∈": r"$\in$",
+    "×": r"$\times$",
+}
+
+RESULT_COLUMNS = [
+    "region",
+    "condition",
+    "reference",
+    "n",
+    "n_missing",
+    "n_zero",
+    "mean_ref",
+    "mean_cond",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "ref_ci_low",
+    "ref_ci_high",
+    "cond_ci_low",
+    "cond_ci_high",
+    "statistic",
+    "p",
+    "p_adj",
+    "significant",
+    "effect_size",
+    "family",
+    "correction",
+    "note",
+]
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def selector_label(where: Selector) -> str:
+    """Readable label of a selector, e.g. ``"model=baseline, attack=fgsm, eps=0.05"``."""
+    return ", ".join(f"{k}={v:g}" if _is_real(v) else f"{k}={v}" for k, v in where.items())
+
+
+def select(df: pd.DataFrame, where: Selector) -> pd.DataFrame:
+    """Rows of ``df`` matching every ``column: value`` of ``where`` (floats with a tolerance)."""
+    unknown = sorted(set(where) - set(df.columns))
+    if unknown:
+        raise ValueError(f"selector {dict(where)} names columns not in the table: {unknown}")
+    mask = np.ones(len(df), dtype=bool)
+    for col, value in where.items():
+        column = df[col]
+        if _is_real(value) and pd.api.types.is_numeric_dtype(column):
+            mask &= np.isclose(column.to_numpy(float), float(value), rtol=1e-9, atol=1e-12)
+        else:
+            mask &= (column == value).to_numpy()
+    return df[mask]
+
+
+def per_subject(df: pd.DataFrame, where: Selector, region: str, metric: str) -> pd.Series:
+    """One condition's ``metric`` in one region as a Series indexed by subject (NaN dropped).
+
+    Raises ValueError when the selector leaves several rows per subject (an under-specified
+    condition, e.g. an iterative attack without ``iteration``).
+    """
+    rows = select(df, where)
+    rows = rows[rows["region"] == region]
+    dup = rows["subject"].duplicated()
+    if dup.any():
+        raise ValueError(
+            f"selector {dict(where)} matches several rows for subject "
+            f"{rows['subject'][dup].iloc[0]!r} in region {region}: add keys (eps, iteration, "
+            "model, ...) until it picks one condition"
+        )
+    return rows.set_index("subject")[metric].dropna().sort_index()
+
+
+# --------------------------------------------------------------------------- single test
+
+
+def rank_biserial(diff: np.ndarray, zero_method: ZeroMethod = "wilcox") -> float:
+    """Matched-pairs rank-biserial correlation of paired differences ``d = cond - ref``.
+
+    Kerby's (2014) simple difference formula: with ``R_i`` the rank of ``|d_i|`` (average
+    ranks for ties) over the differences the test keeps,
+
+        r = sum_i sign(d_i) * R_i / sum_i R_i = (R+ - R-) / (R+ + R- + R0),
+
+    where ``R0`` is the rank sum of zero differences: dropped before ranking for
+    ``zero_method="wilcox"`` (so ``R0 = 0``), ranked but signless for ``"pratt"`` and
+    ``"zsplit"`` (they pull r towards 0). r = +1 when every condition value is higher than its
+    reference, -1 when every one is lower, 0 when the ranks balance or all differences are 0.
+    """
+    d = _check_zero_method_and_diff(diff, zero_method)
+    if zero_method == "wilcox":
+        d = d[d != 0]
+    if d.size == 0 or not np.any(d):
+        return 0.0
+    ranks = stats.rankdata(np.abs(d))
+    return float(np.sum(np.sign(d) * ranks) / np.sum(ranks))
+
+
+@dataclass(frozen=True)
+class SignedRankResult:
+    """Outcome of one two-sided Wilcoxon signed-rank test with its edge-case notes."""
+
+    statistic: float
+    p: float
+    effect_size: float
+    n_zero: int
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def signed_rank_test(
+    diff: np.ndarray, *, zero_method: ZeroMethod = "wilcox", alpha: float = 0.05
+) -> SignedRankResult:
+    """Two-sided Wilcoxon signed-rank test of paired differences, never raising on edge cases.
+
+    scipy chooses the method (``method="auto"``: exact null distribution for n <= 50 without
+    ties or zeros, an exhaustive sign-flip permutation test for n <= 13 with ties or zeros,
+    the normal approximation otherwise). Edge cases are reported in ``notes``:
+    no pairs (p = NaN), all differences zero (p = 1), tied ``|d|``, zero differences, and a
+    count of informative pairs too small to ever reach ``alpha`` (the smallest two-sided exact
+    p-value with n non-zero pairs is 2 / 2**n, e.g. 0.0625 for n = 5).
+    """
+    d = _check_zero_method_and_diff(diff, zero_method)
+    n_zero = int(np.sum(d == 0))
+    if d.size == 0:
+        return SignedRankResult(np.nan, np.nan, np.nan, 0, ("no paired subjects",))
+    if n_zero == d.size:
+        return SignedRankResult(np.nan, 1.0, 0.0, n_zero, ("all differences zero",))
+    notes = []
+    nonzero = np.abs(d[d != 0])
+    n_informative = nonzero.size
+    if 2.0 ** (1 - n_informative) > alpha:
+        notes.append(f"n too small for significance ({n_informative} non-zero pairs)")
+    if n_zero:
+        verb = "dropped" if zero_method == "wilcox" else f"kept ({zero_method})"
+        notes.append(f"{n_zero} zero differences {verb}")
+    if np.unique(nonzero).size < nonzero.size:
+        notes.append("ties among |differences|")
+    res = stats.wilcoxon(d, zero_method=zero_method, alternative="two-sided", method="auto")
+    return SignedRankResult(
+        float(res.statistic),
+        float(res.pvalue),
+        rank_biserial(d, zero_method),
+        n_zero,
+        tuple(notes),
+    )
+
+
+def paired_bootstrap(
+    ref: np.ndarray,
+    cond: np.ndarray,
+    *,
+    n_boot: int,
+    seed: int | Sequence[int],
+    confidence: float = 0.95,
+    method: CiMethod = "percentile",
+) -> dict[str, float]:
+    """Bootstrap CIs of ``mean(cond - ref)``, ``mean(ref)`` and ``mean(cond)``.
+
+    Subjects are resampled with replacement, the same draws for all three statistics so the
+    pairing is kept (``scipy.stats.bootstrap(paired=True)``). Percentile intervals by default:
+    BCa is undefined when every resample gives the same value (e.g. identical conditions).
+    Fewer than two pairs give NaN bounds.
+    """
+    ref = np.asarray(ref, dtype=float)
+    cond = np.asarray(cond, dtype=float)
+    if ref.shape != cond.shape or ref.ndim != 1:
+        raise ValueError(f"ref and cond must be 1-D of equal length, got {ref.shape} {cond.shape}")
+    _check_bootstrap_args(n_boot, confidence, method)
+    keys = ("ci_low", "ci_high", "ref_ci_low", "ref_ci_high", "cond_ci_low", "cond_ci_high")
+    if ref.size < 2:
+        return dict.fromkeys(keys, np.nan)
+
+    def means(r: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.stack([c.mean(axis) - r.mean(axis), r.mean(axis), c.mean(axis)])
+
+    res = stats.bootstrap(
+        (ref, cond),
+        means,
+        paired=True,
+        vectorized=True,
+        n_resamples=n_boot,
+        confidence_level=confidence,
+        method=method,
+        rng=np.random.default_rng(seed),
+    )
+    low, high = res.confidence_interval
+    return dict(zip(keys, np.column_stack([low, high]).ravel().tolist(), strict=True))
+
+
+# --------------------------------------------------------------------------- many tests
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One paired comparison: ``condition`` vs ``reference``, tested in family ``family``.
+
+    Labels default to the selectors' labels. The test is run once per region.
+    """
+
+    condition: Selector
+    reference: Selector
+    label: str = ""
+    reference_label: str = ""
+    family: str = "all"
+
+    @property
+    def condition_name(self) -> str:
+        return self.label or selector_label(self.condition)
+
+    @property
+    def reference_name(self) -> str:
+        return self.reference_label or selector_label(self.reference)
+
+
+def against(
+    reference: Selector,
+    conditions: Sequence[Selector],
+    *,
+    family: str = "all",
+    labels: Sequence[str] | None = None,
+    reference_label: str = "",
+) -> list[Comparison]:
+    """Comparisons of each of ``conditions`` with one common ``reference``, in one family."""
+    if labels is not None and len(labels) != len(conditions):
+        raise ValueError(f"{len(labels)} labels for {len(conditions)} conditions")
+    names = labels if labels is not None else [""] * len(conditions)
+    return [
+        Comparison(c, reference, name, reference_label, family)
+        for c, name in zip(conditions, names, strict=True)
+    ]
+
+
+def paired_tests(
+    df: pd.DataFrame,
+    comparisons: Sequence[Comparison],
+    *,
+    n_boot: int,
+    seed: int,
+    metric: str = "dice",
+    regions: Sequence[str] | None = None,
+    family_cols: Sequence[str] = (),
+    correction: Correction = "bonferroni",
+    alpha: float = 0.05,
+    zero_method: ZeroMethod = "wilcox",
+    confidence: float = 0.95,
+    ci_method: CiMethod = "percentile",
+) -> pd.DataFrame:
+    """Paired Wilcoxon signed-rank tests of ``metric``, one per comparison and region.
+
+    Each condition's per-subject values are inner-joined by subject with its reference's
+    (``n`` pairs; subjects present in only one of them, or NaN, are counted in ``n_missing``
+    and noted). ``mean_diff`` and ``effect_size`` (rank-biserial, see ``rank_biserial``) are
+    condition minus reference. p-values are corrected with ``correction`` within each
+    family: a family is the comparison's ``family`` name plus the values of ``family_cols``
+    (output columns, e.g. ``("region",)`` for one family per region); the ``family`` column
+    records it. NaN p-values (no pairs) are left out of the correction.
+
+    ``zero_method="wilcox"`` (the default; R's and scipy's default and so most likely the
+    paper's) drops zero differences — subjects whose Dice did not change carry no sign — which
+    keeps exact p-values possible for small n; their count is in ``n_zero`` and the note.
+    Bootstrap intervals are seeded per test from ``seed`` and the test's labels, so a test's
+    interval does not depend on which other tests are in the call.
+
+    Returns one row per (comparison, region) with ``RESULT_COLUMNS`` plus one column per key
+    of the condition selectors (after ``reference``).
+    """
+    _check_columns(df, ("subject", "region", metric), "results table")
+    _check_bootstrap_args(n_boot, confidence, ci_method)
+    _check_choice(correction, CORRECTIONS, "correction")
+    _check_zero_method_and_diff(np.zeros(0), zero_method)
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if not comparisons:
+        raise ValueError("no comparisons given")
+    regions = list(regions) if regions is not None else sorted(df["region"].unique())
+    missing_regions = sorted(set(regions) - set(df["region"]))
+    if missing_regions:
+        raise ValueError(f"regions {missing_regions} not in the table")
+    for sel in {id(s): s for c in comparisons for s in (c.condition, c.reference)}.values():
+        if {"region", "subject"} & set(sel):
+            raise ValueError(
+                f"selector {dict(sel)} fixes region or subject: tests run per region and "
+                "pair by subject"
+            )
+        if select(df, sel).empty:
+            raise ValueError(f"selector {dict(sel)} matches no rows of the table")
+
+    key_cols = list(dict.fromkeys(k for c in comparisons for k in c.condition))
+    rows = []
+    for comp in comparisons:
+        for region in regions:
+            ref, cond, n_missing, notes = _pair(df, comp, region, metric)
+            test = signed_rank_test(cond - ref, zero_method=zero_method, alpha=alpha)
+            key = f"{comp.condition_name}|{comp.reference_name}|{region}|{metric}"
+            ci = paired_bootstrap(
+                ref,
+                cond,
+                n_boot=n_boot,
+                seed=[seed, zlib.crc32(key.encode())],
+                confidence=confidence,
+                method=ci_method,
+            )
+            empty = ref.size == 0
+            rows.append(
+                {
+                    "region": region,
+                    "condition": comp.condition_name,
+                    "reference": comp.reference_name,
+                    **{k: comp.condition.get(k, np.nan) for k in key_cols},
+                    "n": ref.size,
+                    "n_missing": n_missing,
+                    "n_zero": test.n_zero,
+                    "mean_ref": np.nan if empty else ref.mean(),
+                    "mean_cond": np.nan if empty else cond.mean(),
+                    "mean_diff": np.nan if empty else (cond - ref).mean(),
+                    **ci,
+                    "statistic": test.statistic,
+                    "p": test.p,
+                    "effect_size": test.effect_size,
+                    "family_base": comp.family,
+                    "note": "; ".join([*notes, *test.notes]),
+                }
+            )
+    out = pd.DataFrame(rows)
+    bad = sorted(set(family_cols) - set(out.columns))
+    if bad:
+        raise ValueError(f"family_cols {bad} are not output columns: {sorted(out.columns)}")
+    out["family"] = [
+        " | ".join(
+            [base, *(f"{c}={_fmt_value(v)}" for c, v in zip(family_cols, vals, strict=True))]
+        )
+        for base, *vals in out[["family_base", *family_cols]].itertuples(index=False)
+    ]
+    out["correction"] = correction
+    out["p_adj"], out["significant"] = adjust_pvalues(out["p"], out["family"], correction, alpha)
+    return out[RESULT_COLUMNS[:3] + key_cols + RESULT_COLUMNS[3:]]
+
+
+def adjust_pvalues(
+    p: pd.Series, families: pd.Series, correction: Correction, alpha: float
+) -> tuple[pd.Series, pd.Series]:
+    """Family-wise adjusted p-values and rejections (``multipletests``), NaN p left out."""
+    _check_choice(correction, CORRECTIONS, "correction")
+    p_adj = pd.Series(np.nan, index=p.index)
+    reject = pd.Series(False, index=p.index)
+    for _, idx in p.groupby(families).groups.items():
+        fam = p.loc[idx].dropna()
+        if fam.empty:
+            continue
+        rej, adj, _, _ = multipletests(fam.to_numpy(), alpha=alpha, method=correction)
+        p_adj.loc[fam.index] = adj
+        reject.loc[fam.index] = rej
+    return p_adj, reject.astype(bool)
+
+
+def _pair(
+    df: pd.DataFrame, comp: Comparison, region: str, metric: str
+) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """Reference and condition values of the subjects present in both (sorted by subject),
+    the number of subjects with a row in only one of them (or NaN), and a note about them."""
+    ref = per_subject(df, comp.reference, region, metric)
+    cond = per_subject(df, comp.condition, region, metric)
+    paired = pd.concat({"ref": ref, "cond": cond}, axis=1, join="inner")
+    rows = pd.concat([select(df, sel) for sel in (comp.reference, comp.condition)])
+    subjects = pd.Index(rows.loc[rows["region"] == region, "subject"].unique())
+    n_missing = len(subjects) - len(paired)
+    notes = []
+    if n_missing:
+        notes.append(
+            f"{n_missing} of {len(subjects)} subjects without a pair "
+            f"({len(subjects.difference(ref.index))} missing in reference, "
+            f"{len(subjects.difference(cond.index))} in condition)"
+        )
+    return paired["ref"].to_numpy(), paired["cond"].to_numpy(), n_missing, notes
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def format_p(p: float) -> str:
+    """p-value as in the paper: 4 decimals from 1e-3 up, else 4 significant digits (6.628e-4)."""
+    if p is None or not np.isfinite(p):
+        return "-"
+    if p >= 1e-3:
+        return f"{p:.4f}"
+    mantissa, exponent = f"{p:.3e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def format_mean_sd(mean: float, sd: float, decimals: int, star: bool = False) -> str:
+    """``"0.821±0.042"`` (plus ``*`` if ``star``); ``"-"`` for a missing mean."""
+    if mean is None or not np.isfinite(mean):
+        return "-"
+    text = f"{mean:.{decimals}f}" + (f"±{sd:.{decimals}f}" if np.isfinite(sd) else "")
+    return text + ("*" if star else "")
+
+
+def attack_label(attack: str) -> str:
+    """Display name of an attack key (``"ifgsm"`` → ``"i-FGSM"``)."""
+    return ATTACK_NAMES.get(attack, attack.upper())
+
+
+def model_label(model: str, reference_model: str = "baseline") -> str:
+    """Display name of a model key in the paper's wording.
+
+    ``baseline`` → ``No Defense``, ``distill_T20`` → ``Distillation (T=20)``,
+    ``adv_eps0.05`` → ``Adversarial Training (ε=0.05)``, ``noise`` → ``Noise augmentation``;
+    other keys are returned unchanged.
+    """
+    if model == reference_model:
+        return "No Defense"
+    if m := re.fullmatch(r"distill_T(.+)", model):
+        return f"Distillation (T={m[1]})"
+    if m := re.fullmatch(r"adv_eps(.+)", model):
+        return f"Adversarial Training (ε={m[1]})"
+    if m := re.fullmatch(r"noise_?(.*)", model):
+        return "Noise augmentation" + (f" ({m[1]})" if m[1] else "")
+    return model
+
+
+def model_sort_key(model: str) -> tuple[int, float, str]:
+    """Order of defences in Table 2: distillation by T, adversarial training by ε, noise, rest."""
+    for rank, pattern in enumerate((r"distill_T(.+)", r"adv_eps(.+)", r"noise_?(.*)")):
+        if m := re.fullmatch(pattern, model):
+            try:
+                return rank, float(m[1] or 0), model
+            except ValueError:
+                return rank, np.inf, model
+    return 3, 0.0, model
+
+
+def _attack_sort_key(attack: str) -> tuple[int, str]:
+    order = list(ATTACK_NAMES)
+    return (order.index(attack) if attack in order else len(order), attack)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class Table:
+    """A built table: ``numeric`` for CSV, ``display`` strings for Markdown/LaTeX, the full
+    per-test results in ``tests`` and a ``caption`` stating how it was computed."""
+
+    numeric: pd.DataFrame
+    display: pd.DataFrame
+    tests: pd.DataFrame
+    caption: str
+
+
+def final_iteration(df: pd.DataFrame, where: Selector) -> int:
+    """Largest ``iteration`` among the rows matching ``where`` (the attack's final step)."""
+    rows = select(df, where)
+    if rows.empty:
+        raise ValueError(f"selector {dict(where)} matches no rows of the table")
+    return int(rows["iteration"].max())
+
+
+def attack_selector(
+    df: pd.DataFrame, model: str, attack: str, eps: float, iteration: int | None = None
+) -> dict[str, Any]:
+    """Selector of one model under one white-box attack setting; ``eps == 0`` is the clean input.
+
+    ``iteration=None`` picks the attack's final iteration at that ``eps``. When the table has a
+    ``source_model`` column, attacked rows are restricted to perturbations crafted on ``model``
+    itself (transfer attacks excluded).
+    """
+    if eps == 0 or attack == CLEAN_ATTACK:
+        return {"model": model, "attack": CLEAN_ATTACK, "eps": 0.0, "iteration": 0}
+    where = {"model": model, "attack": attack, "eps": float(eps)}
+    if "source_model" in df.columns:
+        where["source_model"] = model
+    it = final_iteration(df, where) if iteration is None else int(iteration)
+    return where | {"iteration": it}
+
+
+def table1(
+    df: pd.DataFrame,
+    *,
+    n_boot: int,
+    seed: int,
+    model: str = "baseline",
+    rows: Sequence[tuple[str, float, int | None]] | None = None,
+    regions: Sequence[str] = ("TC", "ET", "WT"),
+    family: str = "table1",
+    family_cols: Sequence[str] = (),
+    correction: Correction = "bonferroni",
+    alpha: float = 0.05,
+    zero_method: ZeroMethod = "wilcox",
+) -> Table:
+    """Paper's Table 1: one model's Dice per region and input quality under each attack.
+
+    ``rows`` are ``(attack, eps, iteration)`` settings (``iteration=None``: the final one);
+    by default every white-box attack (eps > 0) of ``model`` at each eps and final iteration.
+    The first row is always "No attack". Dice cells are mean ± sd over subjects (sd with
+    ddof=1) with ``*`` where the Wilcoxon test against "No attack" of the same model,
+    corrected within the family (default: all tests of the table), has p_adj ≤ ``alpha``.
+    PSNR/SSIM/RMSE are per subject (one value per subject, averaged over its region rows).
+    """
+    _check_columns(df, ("model", "attack", "eps", "iteration", *QUALITY_DECIMALS), "table")
+    model_rows = select(df, {"model": model})
+    if model_rows.empty:
+        raise ValueError(f"model {model!r} not in the table")
+    if rows is None:
+        attacked = model_rows[(model_rows["attack"] != CLEAN_ATTACK) & (model_rows["eps"] > 0)]
+        if "source_model" in df.columns:
+            attacked = attacked[attacked["source_model"] == model]
+        pairs = attacked[["attack", "eps"]].drop_duplicates()
+        pairs = sorted(pairs.itertuples(index=False), key=lambda r: (_attack_sort_key(r[0]), r[1]))
+        rows = [(a, float(e), None) for a, e in pairs]
+    if any(a == CLEAN_ATTACK or e == 0 for a, e, _ in rows):
+        raise ValueError("rows must not contain the clean input: 'No attack' is always row 1")
+    if not rows:
+        raise ValueError(f"model {model!r} has no attacked rows")
+    reference = attack_selector(df, model, CLEAN_ATTACK, 0.0)
+    selectors = [attack_selector(df, model, a, e, it) for a, e, it in rows]
+    labels = _row_labels(selectors)
+    tests = paired_tests(
+        df,
+        against(reference, selectors, family=family, labels=labels, reference_label="No attack"),
+        n_boot=n_boot,
+        seed=seed,
+        regions=regions,
+        family_cols=family_cols,
+        correction=correction,
+        alpha=alpha,
+        zero_method=zero_method,
+    )
+    numeric_rows, display_rows = [], []
+    for label, sel in zip(["No attack", *labels], [reference, *selectors], strict=True):
+        num = {
+            "row": label,
+            "attack": sel["attack"],
+            "eps": sel.get("eps", 0.0),
+            "iteration": sel.get("iteration", 0),
+        }
+        disp = {"Attack Type": label}
+        for region in regions:
+            vals = per_subject(df, sel, region, "dice")
+            test = tests[(tests["condition"] == label) & (tests["region"] == region)]
+            stat = _dice_cell(vals, test)
+            num |= {f"dice_{region}_{k}": v for k, v in stat.items()}
+            disp[f"Dice {region}"] = format_mean_sd(
+                stat["mean"], stat["sd"], DICE_DECIMALS, stat["significant"]
+            )
+        quality = select(df, sel).groupby("subject")[list(QUALITY_DECIMALS)].mean()
+        for metric, decimals in QUALITY_DECIMALS.items():
+            mean, sd = quality[metric].mean(), quality[metric].std()
+            num |= {f"{metric}_mean": mean, f"{metric}_sd": sd}
+            disp[f"Input {metric.upper()}"] = format_mean_sd(mean, sd, decimals)
+        num["n_subjects"] = select(df, sel)["subject"].nunique()
+        numeric_rows.append(num)
+        display_rows.append(disp)
+    caption = (
+        f"Segmentation of model '{model}' under each attack: Dice (mean ± sd over subjects) "
+        "of the output and PSNR, SSIM, RMSE of the perturbed input. * : two-sided Wilcoxon "
+        f"signed-rank test against 'No attack' (paired by subject, zero_method={zero_method}), "
+        f"{correction.capitalize()}-corrected within {_family_text(family, family_cols)} "
+        f"({len(tests)} tests), p_adj ≤ {alpha:g}."
+    )
+    return Table(pd.DataFrame(numeric_rows), pd.DataFrame(display_rows), tests, caption)
+
+
+def table2(
+    df: pd.DataFrame,
+    *,
+    n_boot: int,
+    seed: int,
+    reference_model: str = "baseline",
+    models: Sequence[str] | None = None,
+    attack: str = "fgsm",
+    eps: Sequence[float] = (0.0, 0.05, 0.1),
+    regions: Sequence[str] = ("WT", "TC", "ET"),
+    family: str = "table2",
+    family_cols: Sequence[str] = (),
+    correction: Correction = "bonferroni",
+    alpha: float = 0.05,
+    zero_method: ZeroMethod = "wilcox",
+    model_labels: Mapping[str, str] | None = None,
+) -> Table:
+    """Paper's Table 2: Dice of each defence under ``attack`` at each ``eps``, per region.
+
+    Rows are region × model ("No Defense" first, then ``models``; by default every other
+    model, ordered by ``model_sort_key``). ``eps = 0`` is the clean input. Each defended
+    model is tested against ``reference_model`` at the same eps (paired by subject), also at
+    eps = 0 as in the paper. The p columns show the *adjusted* p-value (so the ``*`` on a
+    Dice cell and a displayed p ≤ ``alpha`` agree); the CSV has raw and adjusted p.
+    """
+    _check_columns(df, ("model", "attack", "eps", "iteration"), "table")
+    if not eps:
+        raise ValueError("eps must list at least one budget")
+    if reference_model not in set(df["model"]):
+        raise ValueError(f"reference_model {reference_model!r} not in the table")
+    if models is None:
+        models = sorted(set(df["model"]) - {reference_model}, key=model_sort_key)
+    models = [m for m in models if m != reference_model]
+    if not models:
+        raise ValueError("no defended models to compare with the reference model")
+    labels = dict(model_labels or {})
+    names = {m: labels.get(m, model_label(m, reference_model)) for m in [reference_model, *models]}
+    sel = {
+        (m, e): attack_selector(df, m, attack, e) for m in [reference_model, *models] for e in eps
+    }
+    comparisons = [
+        Comparison(
+            sel[m, e],
+            sel[reference_model, e],
+            label=f"{m} @ eps={e:g}",
+            reference_label=f"{reference_model} @ eps={e:g}",
+            family=family,
+        )
+        for m in models
+        for e in eps
+    ]
+    tests = paired_tests(
+        df,
+        comparisons,
+        n_boot=n_boot,
+        seed=seed,
+        regions=regions,
+        family_cols=family_cols,
+        correction=correction,
+        alpha=alpha,
+        zero_method=zero_method,
+    )
+    numeric_rows, display_rows = [], []
+    for region in regions:
+        for i, m in enumerate([reference_model, *models]):
+            num = {"region": region, "model": m, "model_label": names[m]}
+            disp = {"Segmentation Type": REGION_NAMES.get(region, region) if i == 0 else ""}
+            disp["Defense Type"] = names[m]
+            pcells = {}
+            for e in eps:
+                vals = per_subject(df, sel[m, e], region, "dice")
+                test = tests[
+                    (tests["condition"] == f"{m} @ eps={e:g}") & (tests["region"] == region)
+                ]
+                stat = _dice_cell(vals, test)
+                num |= {f"dice_eps{e:g}_{k}": v for k, v in stat.items()}
+                disp[f"Dice ε={e:g}"] = format_mean_sd(
+                    stat["mean"], stat["sd"], DICE_DECIMALS, stat["significant"]
+                )
+                pcells[f"p ε={e:g}"] = format_p(stat["p_adj"])
+            numeric_rows.append(num)
+            display_rows.append(disp | pcells)
+    caption = (
+        f"Dice (mean ± sd over subjects) of each model under {attack_label(attack)} at "
+        f"ε ∈ {{{', '.join(f'{e:g}' for e in eps)}}} (ε = 0: clean input). p: two-sided "
+        f"Wilcoxon signed-rank test of each model against '{names[reference_model]}' at the same "
+        f"ε (paired by subject, zero_method={zero_method}), {correction.capitalize()}-adjusted "
+        f"within {_family_text(family, family_cols)} ({len(tests)} tests); * : p_adj ≤ {alpha:g}."
+    )
+    return Table(pd.DataFrame(numeric_rows), pd.DataFrame(display_rows), tests, caption)
+
+
+def _dice_cell(values: pd.Series, test: pd.DataFrame) -> dict[str, Any]:
+    """Mean, sd, n of one cell and its test's p, p_adj, significance (NaN/False if none)."""
+    has_test = len(test) == 1
+    return {
+        "mean": values.mean(),
+        "sd": values.std(),
+        "n": len(values),
+        "p": test["p"].iloc[0] if has_test else np.nan,
+        "p_adj": test["p_adj"].iloc[0] if has_test else np.nan,
+        "significant": bool(test["significant"].iloc[0]) if has_test else False,
+    }
+
+
+def _row_labels(selectors: Sequence[Selector]) -> list[str]:
+    """Attack names, with ε and iteration added only where a name would otherwise repeat."""
+    labels = []
+    for s in selectors:
+        same_attack = [t for t in selectors if t["attack"] == s["attack"]]
+        same_eps = [t for t in same_attack if np.isclose(t["eps"], s["eps"])]
+        parts = []
+        if len({t["eps"] for t in same_attack}) > 1:
+            parts.append(f"ε={s['eps']:g}")
+        if len({t["iteration"] for t in same_eps}) > 1:
+            parts.append(f"{s['iteration']} it.")
+        labels.append(attack_label(s["attack"]) + (f" ({', '.join(parts)})" if parts else ""))
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"rows repeat the same setting: {labels}")
+    return labels
+
+
+def _family_text(family: str, family_cols: Sequence[str]) -> str:
+    if not family_cols:
+        return f"all tests of {family}"
+    return f"each {' × '.join(family_cols)} of {family}"
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def to_markdown(table: Table) -> str:
+    """Pipe Markdown table of ``table.display`` followed by its caption."""
+    body = table.display.to_markdown(index=False, disable_numparse=True)
+    return f"{body}\n\n{table.caption}\n"
+
+
+def to_latex(table: Table) -> str:
+    """LaTeX ``table`` environment (booktabs rules) of ``table.display`` with its caption."""
+    styler = table.display.style.hide(axis="index")
+    styler = styler.format(escape="latex").format_index(escape="latex", axis=1)
+    text = styler.to_latex(
+        caption=_latex_escape(table.caption),
+        hrules=True,
+        column_format="l" * table.display.shape[1],
+    )
+    for char, tex in LATEX_SYMBOLS.items():
+        text = text.replace(char, tex)
+    return text
+
+
+def write_table(
+    table: Table,
+    *,
+    csv: str | Path | None = None,
+    markdown: str | Path | None = None,
+    latex: str | Path | None = None,
+    tests_csv: str | Path | None = None,
+) -> None:
+    """Write the numeric CSV, Markdown, LaTeX and per-test CSV that are asked for, atomically."""
+    outputs = [
+        (csv, lambda p: table.numeric.to_csv(p, index=False)),
+        (tests_csv, lambda p: table.tests.to_csv(p, index=False)),
+        (markdown, lambda p: p.write_text(to_markdown(table), encoding="utf-8")),
+        (latex, lambda p: p.write_text(to_latex(table), encoding="utf-8")),
+    ]
+    if all(path is None for path, _ in outputs):
+        raise ValueError("write_table: give at least one of csv, markdown, latex, tests_csv")
+    for path, write in outputs:
+        if path is not None:
+            with atomic_path(path) as tmp:
+                write(tmp)
+
+
+def _latex_escape(text: str) -> str:
+    for char in "\\&%$#_{}":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _fmt_value(value: Any) -> str:
+    return f"{value:g}" if _is_real(value) else str(value)
+
+
+def _check_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lacks columns {missing}; has {list(df.columns)}")
+
+
+def _check_choice(value: str, choices: Sequence[str], name: str) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_zero_method_and_diff(diff: np.ndarray, zero_method: str) -> np.ndarray:
+    _check_choice(zero_method, ZERO_METHODS, "zero_method")
+    d = np.asarray(diff, dtype=float)
+    if d.ndim != 1:
+        raise ValueError(f"differences must be 1-D, got shape {d.shape}")
+    if not np.all(np.isfinite(d)):
+        raise ValueError("differences must be finite (drop missing pairs first)")
+    return d
+
+
+def _check_bootstrap_args(n_boot: int, confidence: float, method: str) -> None:
+    if not isinstance(n_boot, int | np.integer) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_choice(method, CI_METHODS, "ci_method")

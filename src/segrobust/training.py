@@ -1,0 +1,651 @@
+"""One resumable, deterministic training loop with pluggable per-step strategies.
+
+Strategies (the supplement's defences; :func:`make_step` maps a name to a step function):
+
+- ``baseline``: one optimiser step on the clean batch.
+- ``distill_teacher``: the same step with the loss on softmax(z / T).
+- ``distill_student``: the same step at temperature T against the teacher's soft labels
+  softmax(z_teacher / T). The teacher's logits are computed once per process start on the
+  un-augmented training volumes (teacher in eval mode, no grad, same autocast) and kept in
+  memory; each batch's logits are augmented exactly like its image and label. Cached rather
+  than recomputed per step: a teacher forward costs 25-36% of a student step here; the cache
+  costs one forward per subject per (re)start and float32 memory, 4 classes x voxels x 4 bytes
+  (34 MB per subject at 128³).
+  The saved student is an ordinary network, evaluated and attacked at T = 1 (Papernot et al.).
+- ``adversarial``: FGSM adversarial training, L̃ = α·L(x) + (1 − α)·L(x + ε_abs·sign ∇ₓL(x)).
+- ``noise``: the same two-pass scheme with x' = x + U(−r_abs, r_abs) (radius r = 0.01).
+
+ε and r are relative to the image: ε_abs = ε · max|x| per sample and channel
+(:func:`segrobust.attacks.relative_scale`), no clamp, whole volume (no brain mask).
+
+Two-pass updates (``update`` setting), adversarial and noise alike:
+
+- ``accumulate`` (default): gradients of α·L(x) and (1 − α)·L(x') are accumulated and Adam
+  takes one step, i.e. the exact gradient of L̃ (x' held fixed). The supplement splits L̃ into
+  two passes "due to memory limitations", which only changes memory, not the update; its
+  Discussion counts "forward and backward propagation twice for each batch": the clean pass
+  also yields ∇ₓL(x) for FGSM (model in train mode), so there are exactly two passes. Only
+  here does α weigh the two losses as written: separate Adam steps largely undo a loss's scale.
+- ``sequential``: the literal order "train with the perturbed batch, then with the clean one":
+  one Adam step on (1 − α)·L(x'), then one on α·L(x); FGSM inputs come from
+  :func:`segrobust.attacks.fgsm` (eval mode) at the current weights (three passes).
+
+Augmentation: per batch one of the 8 symmetries of the axial plane (rotations by multiples of
+90° within axial slices, flips, transposes), applied identically to image, label and teacher
+logits. Preprocessed arrays keep NIfTI voxel order (x, y, z), so axial slices are z = const and
+the axial plane is spatial axes 0 and 1 (array axes -3, -2).
+
+Determinism and resumption: all randomness derives from ``settings.seed`` via
+``np.random.SeedSequence(seed, spawn_key=...)``: one stream for the weight initialisation and,
+per epoch, fresh streams for data order and augmentation (numpy), dropout (the global torch
+RNG, re-seeded at each epoch start) and perturbation noise (a CPU torch.Generator). An epoch
+therefore depends only on (seed, epoch, weights, optimiser state), so the checkpoint written
+after each epoch (model, optimiser, epoch, log, settings; atomic) needs no RNG streams and a
+run killed at any point ends with bitwise the same weights on CPU as an uninterrupted one. The
+caller's global torch RNG state is restored on return. On CUDA cuDNN/atomics may still differ
+run to run.
+"""
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from segrobust.attacks import fgsm, relative_scale, sign_direction, uniform_start
+from segrobust.data import Volume, open_volume
+from segrobust.fileio import atomic_path
+from segrobust.labels import MODALITIES, N_CLASSES, REGIONS
+from segrobust.losses import LOSS_VARIANTS, segmentation_loss
+from segrobust.metrics import dice_regions
+from segrobust.model import (
+    AMP_MODES,
+    UNet3D,
+    autocast,
+    load_model,
+    predict_classes,
+    save_model,
+    select_device,
+    use_amp,
+)
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES: tuple[str, ...] = (
+    "baseline",
+    "distill_teacher",
+    "distill_student",
+    "adversarial",
+    "noise",
+)
+DISTILLATION: tuple[str, ...] = ("distill_teacher", "distill_student")
+UPDATES: tuple[str, ...] = ("accumulate", "sequential")
+AXIAL_AXES: tuple[int, int] = (-3, -2)
+LOG_COLUMNS: tuple[str, ...] = (
+    "epoch",
+    "train_loss",
+    *(f"val_dice_{region}" for region in REGIONS),
+    "seconds",
+)
+CHECKPOINT_FORMAT = 1
+_CHECKPOINT_KEYS = {"format", "fingerprint", "epoch", "model", "optimizer", "log"}
+_INIT_STREAM, _EPOCH_STREAM = 0, 1
+
+
+# ---------------------------------------------------------------------------------------------
+# settings
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that determines a trained model; validated on construction.
+
+    ``epochs`` and ``lr`` are final values (per-T overrides are resolved by the caller).
+    ``temperature`` applies to the distillation strategies only (else it must be 1),
+    ``epsilon`` to ``adversarial`` only (else 0); ``alpha`` weighs the clean loss and
+    ``update`` chooses the two-pass scheme of ``adversarial`` and ``noise`` (module docstring).
+    ``amp``: "auto" = bf16 autocast on CUDA, float32 on CPU; "on" = bf16 everywhere; "off".
+    """
+
+    strategy: str
+    epochs: int
+    lr: float
+    batch_size: int = 1
+    seed: int = 0
+    loss_variant: str = "with_background"
+    gamma: float = 1e-5
+    temperature: float = 1.0
+    epsilon: float = 0.0
+    alpha: float = 0.5
+    noise_radius: float = 0.01
+    update: str = "accumulate"
+    augment: bool = True
+    amp: str = "auto"
+    base_filters: int = 16
+    depth: int = 5
+    dropout: float = 0.3
+
+    def __post_init__(self) -> None:
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_int("epochs", self.epochs, 1)
+        _check_real("lr", self.lr, "> 0", self.lr > 0)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("seed", self.seed, 0)
+        _check_choice("loss_variant", self.loss_variant, LOSS_VARIANTS)
+        _check_real("gamma", self.gamma, "> 0", self.gamma > 0)
+        _check_real("temperature", self.temperature, "> 0", self.temperature > 0)
+        if self.strategy not in DISTILLATION and self.temperature != 1:
+            _invalid("temperature", self.temperature, f"must be 1 for strategy {self.strategy!r}")
+        adversarial = self.strategy == "adversarial"
+        _check_real("epsilon", self.epsilon, ">= 0", self.epsilon >= 0)
+        if adversarial != (self.epsilon > 0):
+            need = "> 0 for strategy 'adversarial'" if adversarial else "0 unless adversarial"
+            _invalid("epsilon", self.epsilon, f"must be {need}")
+        _check_real("alpha", self.alpha, "in [0, 1]", 0 <= self.alpha <= 1)
+        _check_real("noise_radius", self.noise_radius, ">= 0", self.noise_radius >= 0)
+        if self.strategy == "noise" and self.noise_radius == 0:
+            _invalid("noise_radius", self.noise_radius, "must be > 0 for strategy 'noise'")
+        _check_choice("update", self.update, UPDATES)
+        if not isinstance(self.augment, bool):
+            _invalid("augment", self.augment, "must be true or false")
+        _check_choice("amp", self.amp, AMP_MODES)
+        _check_int("base_filters", self.base_filters, 1)
+        _check_int("depth", self.depth, 2)
+        _check_real("dropout", self.dropout, "in [0, 1)", 0 <= self.dropout < 1)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainSettings":
+        """Build from a config mapping; unknown keys are an error (typos must not pass)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        missing = sorted({"strategy", "epochs", "lr"} - set(values))
+        if missing:
+            raise ValueError(f"training settings lack required {missing}")
+        return cls(**values)
+
+
+def _invalid(name: str, value: Any, requirement: str) -> None:
+    raise ValueError(f"TrainSettings.{name} {requirement}, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        _invalid(name, value, f"must be one of {list(choices)}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    # plain int/float only: the settings are stored in checkpoints read with weights_only=True
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        _invalid(name, value, f"must be an integer >= {minimum}")
+
+
+def _check_real(name: str, value: Any, requirement: str, ok: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        _invalid(name, value, "must be a number")
+    if not (math.isfinite(value) and ok):
+        _invalid(name, value, f"must be finite and {requirement}")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def draw_augmentation(rng: np.random.Generator) -> tuple[int, bool]:
+    """One of the 8 axial-plane symmetries: (quarter turns 0-3, flip or not)."""
+    return int(rng.integers(4)), bool(rng.integers(2))
+
+
+def augment(array: np.ndarray, quarter_turns: int, flip: bool) -> np.ndarray:
+    """Rotate the axial plane (axes -3, -2) by quarter_turns·90°, then optionally flip axis -3.
+
+    Rotations and one flip generate all 8 symmetries, transposes included. Returns a view:
+    the single copy happens when a batch is stacked (torch.rot90/flip copy at every call and
+    cost 8x as much at 128³).
+    """
+    array = np.rot90(array, quarter_turns, AXIAL_AXES)
+    return np.flip(array, AXIAL_AXES[0]) if flip else array
+
+
+def _read(array: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.array(array))  # copy: the memory map is read-only
+
+
+def _augmented_batch(arrays: Sequence[np.ndarray], quarter_turns: int, flip: bool) -> Tensor:
+    return torch.from_numpy(np.stack([augment(a, quarter_turns, flip) for a in arrays]))
+
+
+def epoch_batches(
+    volumes: Sequence[Volume],
+    batch_size: int,
+    rng: np.random.Generator,
+    augment_data: bool,
+    logits: Sequence[np.ndarray] | None = None,
+) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+    """Shuffled batches (image, label, teacher logits or None) as CPU tensors.
+
+    The order and one augmentation per batch are drawn from ``rng``; the last batch may be
+    smaller.
+    """
+    order = rng.permutation(len(volumes))
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        aug = draw_augmentation(rng) if augment_data else (0, False)
+        images = _augmented_batch([volumes[i].image for i in index], *aug)
+        labels = _augmented_batch([volumes[i].label for i in index], *aug)
+        batch_logits = (
+            None if logits is None else _augmented_batch([logits[i] for i in index], *aug)
+        )
+        yield images, labels, batch_logits
+
+
+# ---------------------------------------------------------------------------------------------
+# strategies: one optimiser update per call
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step needs besides model and batch."""
+
+    optimizer: torch.optim.Optimizer
+    loss: LossFn  # (logits, target) -> scalar; variant, gamma and temperature bound
+    amp: Callable[[], AbstractContextManager]
+    generator: torch.Generator  # CPU; random perturbations
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The objective value minimised by the step and the perturbed input it used, if any."""
+
+    loss: float
+    perturbed: Tensor | None = None
+
+
+Step = Callable[[nn.Module, Tensor, Tensor, StepContext], StepResult]
+
+
+def _forward_backward(
+    model: nn.Module, x: Tensor, target: Tensor, ctx: StepContext, weight: float
+) -> float:
+    """Loss at x; gradients of weight·loss accumulate (no backward at weight 0)."""
+    with ctx.amp():
+        loss = ctx.loss(model(x), target)
+    if weight:
+        (weight * loss).backward()
+    return float(loss.detach())
+
+
+def clean_step(model: nn.Module, image: Tensor, target: Tensor, ctx: StepContext) -> StepResult:
+    """One step on the clean batch (baseline and both distillation strategies)."""
+    ctx.optimizer.zero_grad(set_to_none=True)
+    loss = _forward_backward(model, image, target, ctx, 1.0)
+    ctx.optimizer.step()
+    return StepResult(loss)
+
+
+def _accumulated_update(
+    model: nn.Module,
+    image: Tensor,
+    target: Tensor,
+    ctx: StepContext,
+    alpha: float,
+    perturb: Callable[[Tensor | None], Tensor],
+    input_grad: bool,
+) -> StepResult:
+    """One update on α·L(x) + (1 − α)·L(x'), x' = perturb(∇ₓL(x) if input_grad else None)."""
+    ctx.optimizer.zero_grad(set_to_none=True)
+    x = image.detach().requires_grad_(input_grad)
+    clean = _forward_backward(model, x, target, ctx, 1.0)
+    for p in model.parameters():
+        if p.grad is not None:
+            p.grad.mul_(alpha)  # after the backward: ∇ₓ must not vanish at α = 0
+    perturbed = perturb(x.grad).detach()
+    other = _forward_backward(model, perturbed, target, ctx, 1 - alpha)
+    ctx.optimizer.step()
+    return StepResult(alpha * clean + (1 - alpha) * other, perturbed)
+
+
+def _sequential_updates(
+    model: nn.Module,
+    image: Tensor,
+    perturbed: Tensor,
+    target: Tensor,
+    ctx: StepContext,
+    alpha: float,
+) -> StepResult:
+    """A step on (1 − α)·L(x'), then a step on α·L(x); a zero weight skips its step."""
+    losses = []
+    for x, weight in ((perturbed, 1 - alpha), (image, alpha)):
+        ctx.optimizer.zero_grad(set_to_none=True)
+        losses.append(_forward_backward(model, x, target, ctx, weight))
+        if weight:
+            ctx.optimizer.step()
+    return StepResult((1 - alpha) * losses[0] + alpha * losses[1], perturbed)
+
+
+def adversarial_step(
+    model: nn.Module,
+    image: Tensor,
+    target: Tensor,
+    ctx: StepContext,
+    *,
+    epsilon: float,
+    alpha: float,
+    update: str = "accumulate",
+) -> StepResult:
+    """FGSM adversarial training step; ``perturbed`` = x + ε·max|x|·sign ∇ₓL(x)."""
+    _check_choice("update", update, UPDATES)
+    if update == "sequential":
+        with ctx.amp():
+            x_adv = fgsm(model, image, target, ctx.loss, epsilon)
+        return _sequential_updates(model, image, x_adv, target, ctx, alpha)
+    budget = epsilon * relative_scale(image)
+    return _accumulated_update(
+        model, image, target, ctx, alpha,
+        lambda grad: image + budget * sign_direction(grad, None, descend=False),
+        input_grad=True,
+    )  # fmt: skip
+
+
+def noise_step(
+    model: nn.Module,
+    image: Tensor,
+    target: Tensor,
+    ctx: StepContext,
+    *,
+    radius: float,
+    alpha: float,
+    update: str = "accumulate",
+) -> StepResult:
+    """Uniform-noise augmentation step; ``perturbed`` = x + U(−r, r)·max|x| (ctx.generator)."""
+    _check_choice("update", update, UPDATES)
+    noisy = uniform_start(image, radius * relative_scale(image), ctx.generator, None)
+    if update == "sequential":
+        return _sequential_updates(model, image, noisy, target, ctx, alpha)
+    return _accumulated_update(model, image, target, ctx, alpha, lambda _: noisy, input_grad=False)
+
+
+def make_step(settings: TrainSettings) -> Step:
+    """The step function of ``settings.strategy``."""
+    if settings.strategy == "adversarial":
+        return partial(
+            adversarial_step, epsilon=settings.epsilon, alpha=settings.alpha, update=settings.update
+        )
+    if settings.strategy == "noise":
+        return partial(
+            noise_step, radius=settings.noise_radius, alpha=settings.alpha, update=settings.update
+        )
+    return clean_step
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints and log
+
+
+class CheckpointError(ValueError):
+    """A training checkpoint that cannot be used; the message names the file."""
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by :func:`train` (``weights_only=True``)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(
+            f"training checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {err}); "
+            "delete it to restart training from scratch"
+        ) from err
+    if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= state.keys():
+        raise CheckpointError(f"{path} is not a segrobust training checkpoint")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {state['format']}, expected {CHECKPOINT_FORMAT}"
+        )
+    return state
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def write_log(path: str | Path, rows: Sequence[Mapping[str, float]]) -> None:
+    """Write the per-epoch log (:data:`LOG_COLUMNS`) atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def _seed_sequence(seed: int, *key: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence(seed, spawn_key=key)
+
+
+def _torch_seed(sequence: np.random.SeedSequence) -> int:
+    return int(sequence.generate_state(1, np.uint64)[0])
+
+
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
+    # channels_last_3d is for cuDNN's bf16 kernels; FINDINGS: no gain on the CPU (untimed on GPU)
+    if device.type == "cuda" and t.ndim == 5:
+        return t.to(device, memory_format=torch.channels_last_3d, non_blocking=True)
+    return t.to(device)
+
+
+@torch.inference_mode()
+def teacher_logits(
+    teacher: nn.Module, volumes: Sequence[Volume], device: torch.device, amp: bool
+) -> list[np.ndarray]:
+    """The teacher's logits (C, X, Y, Z) per volume, float32 (bf16 converts losslessly)."""
+    teacher.eval()
+    out = []
+    for volume in volumes:
+        with autocast(device, amp):
+            logits = teacher(_to_device(_read(volume.image)[None], device))[0]
+        out.append(logits.float().cpu().numpy())
+    return out
+
+
+def validation_dice(
+    model: nn.Module, volumes: Sequence[Volume], device: torch.device, amp: bool
+) -> dict[str, float]:
+    """Mean Dice per region of argmax predictions over ``volumes`` (NaN if there are none)."""
+    scores = []
+    for volume in volumes:
+        with autocast(device, amp):
+            pred = predict_classes(model, _to_device(_read(volume.image)[None], device))
+        scores.append(dice_regions(pred[0].cpu().numpy(), np.asarray(volume.label)))
+    return {r: float(np.mean([s[r] for s in scores])) if scores else math.nan for r in REGIONS}
+
+
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _fingerprint(settings: TrainSettings, train_dirs, val_dirs, teacher) -> dict:
+    """What a checkpoint must match to be resumed: settings, data and teacher files.
+
+    Files are identified by resolved path, size and mtime: data or a teacher rewritten by an
+    upstream rule invalidate a checkpoint left by a killed run.
+    """
+
+    def files(dirs) -> list:
+        return [
+            [str(Path(d).resolve()), *_stamp(Path(d) / "image.npy"), *_stamp(Path(d) / "label.npy")]
+            for d in dirs
+        ]
+
+    return {
+        "settings": asdict(settings),
+        "train": files(train_dirs),
+        "val": files(val_dirs),
+        "teacher": None
+        if teacher is None
+        else [str(Path(teacher).resolve()), *_stamp(Path(teacher))],
+    }
+
+
+def _load_teacher(path: Path, settings: TrainSettings, device: torch.device) -> nn.Module:
+    teacher, extra = load_model(path, map_location=device)
+    recorded = extra.get("settings", {}).get("temperature")
+    if recorded is not None and recorded != settings.temperature:
+        raise ValueError(
+            f"teacher {path} was trained at temperature {recorded}, the student is set to "
+            f"{settings.temperature}: distillation uses the teacher's T"
+        )
+    if device.type == "cuda":
+        teacher = teacher.to(memory_format=torch.channels_last_3d)
+    return teacher.requires_grad_(False)
+
+
+def _check_inputs(settings: TrainSettings, train_dirs, teacher) -> None:
+    if not train_dirs:
+        raise ValueError("train_dirs is empty: training needs at least one subject")
+    if settings.strategy == "distill_student" and teacher is None:
+        raise ValueError("strategy 'distill_student' needs a teacher model file (teacher=...)")
+    if settings.strategy != "distill_student" and teacher is not None:
+        raise ValueError(f"a teacher is only used by 'distill_student', not {settings.strategy!r}")
+
+
+def _restore(
+    checkpoint: Path, fingerprint: dict, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, list[dict]]:
+    """Load ``checkpoint`` into model and optimiser if it matches; return (epochs done, log)."""
+    if not checkpoint.exists():
+        return 0, []
+    state = load_checkpoint(checkpoint)
+    if state["fingerprint"] != fingerprint:
+        logger.warning("ignoring %s: written for other settings or data", checkpoint)
+        return 0, []
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    logger.info("resuming %s after epoch %d", checkpoint, state["epoch"])
+    return int(state["epoch"]), list(state["log"])
+
+
+def _train_epoch(
+    model: nn.Module,
+    step: Step,
+    ctx: StepContext,
+    batches: Iterator[tuple[Tensor, Tensor, Tensor | None]],
+    temperature: float,
+    device: torch.device,
+) -> float:
+    """Run ``step`` on every batch; return the mean loss. Raises if the loss is not finite."""
+    model.train()
+    losses = []
+    for images, labels, logits in batches:
+        if logits is None:
+            target = _to_device(labels, device)
+        else:  # the teacher's soft labels at T
+            target = (_to_device(logits, device) / temperature).softmax(1)
+        result = step(model, _to_device(images, device), target, ctx)
+        if not math.isfinite(result.loss):
+            raise FloatingPointError(f"training diverged: loss {result.loss} at step {len(losses)}")
+        losses.append(result.loss)
+    return float(np.mean(losses))
+
+
+def train(
+    settings: TrainSettings | Mapping[str, Any],
+    train_dirs: Sequence[str | Path],
+    val_dirs: Sequence[str | Path],
+    model_out: str | Path,
+    log_csv: str | Path,
+    checkpoint: str | Path,
+    teacher: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> None:
+    """Train one model; resume from ``checkpoint`` if it holds an earlier run of the same job.
+
+    Writes ``log_csv`` (:data:`LOG_COLUMNS`, one row per epoch) and ``checkpoint`` after every
+    epoch, then ``model_out`` via :func:`segrobust.model.save_model` with extra = {"settings",
+    "teacher", "evaluation_temperature": 1.0, "log"}; the checkpoint is deleted once the model
+    is saved. A checkpoint of other settings, data or teacher is ignored (warning) and replaced.
+    ``device``: None picks CUDA when available.
+    """
+    if isinstance(settings, Mapping):
+        settings = TrainSettings.from_dict(settings)
+    _check_inputs(settings, train_dirs, teacher)
+    model_out, log_csv, checkpoint = Path(model_out), Path(log_csv), Path(checkpoint)
+    device = select_device("auto") if device is None else torch.device(device)
+    amp = use_amp(settings.amp, device)
+    train_volumes = [open_volume(d) for d in train_dirs]
+    val_volumes = [open_volume(d) for d in val_dirs]
+    fingerprint = _fingerprint(settings, train_dirs, val_dirs, teacher)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(_torch_seed(_seed_sequence(settings.seed, _INIT_STREAM)))
+        model = UNet3D(len(MODALITIES), N_CLASSES, settings.base_filters, settings.depth,
+                       settings.dropout)  # fmt: skip
+        model = model.to(device, memory_format=torch.channels_last_3d if cuda else None)
+        optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        start, log = _restore(checkpoint, fingerprint, model, optimizer)
+        logits = None
+        if settings.strategy == "distill_student" and start < settings.epochs:
+            logits = teacher_logits(_load_teacher(Path(teacher), settings, device),
+                                    train_volumes, device, amp)  # fmt: skip
+        ctx = StepContext(
+            optimizer,
+            partial(segmentation_loss, variant=settings.loss_variant, gamma=settings.gamma,
+                    temperature=settings.temperature),
+            partial(autocast, device, amp),
+            torch.Generator(),
+        )  # fmt: skip
+        step = make_step(settings)
+
+        for epoch in range(start, settings.epochs):
+            began = time.perf_counter()
+            data, dropout, noise = _seed_sequence(settings.seed, _EPOCH_STREAM, epoch).spawn(3)
+            torch.manual_seed(_torch_seed(dropout))
+            ctx.generator.manual_seed(_torch_seed(noise))
+            batches = epoch_batches(
+                train_volumes, settings.batch_size, np.random.default_rng(data),
+                settings.augment, logits,
+            )  # fmt: skip
+            try:
+                loss = _train_epoch(model, step, ctx, batches, settings.temperature, device)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{err} of epoch {epoch + 1} ({settings})") from None
+            dice = validation_dice(model, val_volumes, device, amp)
+            log.append({
+                "epoch": epoch + 1,
+                "train_loss": loss,
+                **{f"val_dice_{r}": d for r, d in dice.items()},
+                "seconds": time.perf_counter() - began,
+            })  # fmt: skip
+            _save_checkpoint(checkpoint, {
+                "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "log": log,
+            })  # fmt: skip
+            write_log(log_csv, log)
+            logger.info("epoch %d/%d %s", epoch + 1, settings.epochs, log[-1])
+
+    write_log(log_csv, log)  # also after a resume from a finished run's checkpoint
+    extra = {
+        "settings": asdict(settings),
+        "teacher": None if teacher is None else fingerprint["teacher"][0],
+        "evaluation_temperature": 1.0,
+        "log": log,
+    }
+    save_model(model, model_out, extra)
+    checkpoint.unlink(missing_ok=True)

@@ -1,0 +1,222 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.spatial.distance import dice as dice_dissimilarity
+
+from segrobust.labels import REGIONS, labels_to_classes
+from segrobust.metrics import (
+    QUALITY_KEYS,
+    RESULT_COLUMNS,
+    dice,
+    dice_regions,
+    image_quality,
+    result_rows,
+    results_frame,
+)
+
+
+def random_classes(seed: int, shape=(16, 16, 16)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 4, shape).astype(np.uint8)
+
+
+def perturbed_pair(seed: int, shape=(3, 16, 16, 16)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    clean = rng.normal(size=shape) * np.array([1.0, 3.0, 0.5]).reshape(-1, 1, 1, 1)
+    adv = clean + 0.05 * np.abs(clean).max() * rng.uniform(-1, 1, size=shape)
+    return clean.astype(np.float32), adv.astype(np.float32)
+
+
+def ssim_reference(a: np.ndarray, b: np.ndarray, data_range: float, win: int = 7) -> float:
+    """Wang et al. 2004 SSIM: mean over all fully-inside 7³ uniform windows, sample statistics."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    axes = tuple(range(-a.ndim, 0))
+    wa, wb = sliding_window_view(a, (win,) * a.ndim), sliding_window_view(b, (win,) * b.ndim)
+    mu_a, mu_b = wa.mean(axes), wb.mean(axes)
+    var_a, var_b = wa.var(axes, ddof=1), wb.var(axes, ddof=1)
+    n = win**a.ndim
+    cov = ((wa - mu_a[..., None, None, None]) * (wb - mu_b[..., None, None, None])).sum(axes)
+    cov /= n - 1
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
+    return float(s.mean())
+
+
+# --- Dice -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dice_matches_scipy(seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.random(500) < rng.random(), rng.random(500) < rng.random()
+    assert dice(a, b) == pytest.approx(1 - dice_dissimilarity(a, b), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dice_regions_match_scipy(seed):
+    pred, true = random_classes(seed), random_classes(seed + 10)
+    scores = dice_regions(pred, true)
+    assert list(scores) == ["WT", "TC", "ET"]
+    for name, classes in REGIONS.items():
+        p, t = np.isin(pred, classes).ravel(), np.isin(true, classes).ravel()
+        assert scores[name] == pytest.approx(1 - dice_dissimilarity(p, t), abs=1e-6)
+        assert isinstance(scores[name], float)
+
+
+def test_dice_empty_conventions():
+    empty = np.zeros((8, 8, 8), dtype=np.uint8)
+    assert dice_regions(empty, empty) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    true = empty.copy()
+    true[2:4, 2:4, 2:4] = 3  # enhancing tumour only
+    assert dice_regions(empty, true) == {"WT": 0.0, "TC": 0.0, "ET": 0.0}
+    oedema = empty.copy()
+    oedema[2:4, 2:4, 2:4] = 2  # whole tumour but no core: TC and ET both empty → 1.0
+    assert dice_regions(oedema, oedema) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    assert dice_regions(true, oedema) == {"WT": 1.0, "TC": 0.0, "ET": 0.0}
+
+
+def test_dice_regions_identity_and_labels_conversion():
+    labels = np.array([[[0, 1, 2, 4]]], dtype=np.uint8)
+    classes = labels_to_classes(labels)
+    assert dice_regions(classes, classes) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    with pytest.raises(ValueError, match="labels_to_classes"):
+        dice_regions(labels, labels)
+
+
+@pytest.mark.parametrize(
+    "pred, true",
+    [
+        (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 5), np.uint8)),
+        (np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint8)),
+        (np.full((4, 4, 4), -1, np.int64), np.zeros((4, 4, 4), np.int64)),
+    ],
+    ids=["shape", "dtype", "negative"],
+)
+def test_dice_regions_bad_input(pred, true):
+    with pytest.raises(ValueError):
+        dice_regions(pred, true)
+
+
+# --- image quality ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_psnr_rmse_match_hand_formula(seed):
+    clean, adv = perturbed_pair(seed)
+    c64, a64 = clean.astype(np.float64), adv.astype(np.float64)
+    scale = np.abs(c64).max(axis=(1, 2, 3))
+    mse = ((a64 - c64) ** 2).mean(axis=(1, 2, 3))
+    quality = image_quality(clean, adv)
+    assert quality["psnr"] == pytest.approx(np.mean(10 * np.log10(scale**2 / mse)), abs=1e-4)
+    assert quality["rmse"] == pytest.approx(np.mean(np.sqrt(mse) / scale), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_ssim_matches_independent_implementation(seed):
+    clean, adv = perturbed_pair(seed)
+    scale = np.abs(clean.astype(np.float64)).max(axis=(1, 2, 3))
+    expected = np.mean([ssim_reference(clean[c], adv[c], scale[c]) for c in range(3)])
+    assert image_quality(clean, adv)["ssim"] == pytest.approx(expected, abs=1e-4)
+    assert expected < 0.999  # the perturbation is visible to SSIM
+    without = image_quality(clean, adv, ssim=False)
+    assert math.isnan(without["ssim"])
+    assert without["psnr"] == image_quality(clean, adv)["psnr"]
+
+
+def test_norms_known_answer_for_a_sign_perturbation():
+    eps = 0.05
+    clean, _ = perturbed_pair(0)
+    scale = np.abs(clean.astype(np.float64)).max(axis=(1, 2, 3)).reshape(-1, 1, 1, 1)
+    signs = np.sign(np.random.default_rng(1).normal(size=clean.shape))
+    adv = clean + eps * scale * signs
+    quality = image_quality(clean, adv)
+    assert quality["linf"] == pytest.approx(eps, rel=1e-6)
+    assert quality["rmse"] == pytest.approx(eps, rel=1e-6)
+    assert quality["psnr"] == pytest.approx(-20 * np.log10(eps), abs=1e-4)
+    assert quality["l2"] == pytest.approx(eps * np.sqrt(clean.size), rel=1e-6)
+    assert quality["linf_abs"] == pytest.approx(eps * scale.max(), rel=1e-6)
+    assert quality["l2_abs"] == pytest.approx(eps * np.sqrt((scale**2).sum() * 16**3), rel=1e-6)
+
+
+def test_identical_images():
+    clean, _ = perturbed_pair(0)
+    quality = image_quality(clean, clean.copy())
+    assert quality["psnr"] == math.inf
+    assert quality["ssim"] == pytest.approx(1.0)
+    assert quality["rmse"] == quality["linf"] == quality["l2"] == quality["l2_abs"] == 0.0
+
+
+def test_image_quality_bad_input():
+    clean, adv = perturbed_pair(0)
+    with pytest.raises(ValueError, match="shape"):
+        image_quality(clean, adv[:, :-1])
+    zero_channel = clean.copy()
+    zero_channel[1] = 0
+    with pytest.raises(ValueError, match="all zero"):
+        image_quality(zero_channel, adv)
+    adv[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        image_quality(clean, adv)
+
+
+# --- results schema ---------------------------------------------------------------------------
+
+
+def test_result_rows_and_frame():
+    clean, adv = perturbed_pair(0)
+    pred, true = random_classes(0), random_classes(1)
+    quality = image_quality(clean, adv)
+    rows = result_rows(
+        model="unet", attack="fgsm", subject="s1", dice=dice_regions(pred, true), eps=0.05,
+        iteration=1, quality=quality, source_model="unet",
+    )  # fmt: skip
+    rows += result_rows(
+        model="unet", attack="none", subject="s1", dice=dice_regions(true, true), eps=0.0,
+        iteration=0,
+    )  # fmt: skip
+    frame = results_frame(rows)
+    assert list(frame.columns) == RESULT_COLUMNS
+    assert len(frame) == 6 and set(frame.region) == set(REGIONS)
+    attacked = frame[frame.attack == "fgsm"]
+    assert (attacked.psnr == quality["psnr"]).all() and attacked.severity.isna().all()
+    assert frame[frame.attack == "none"][list(QUALITY_KEYS)].isna().all().all()
+    assert frame.iteration.dtype == np.int64 and frame.eps.dtype == np.float64
+    means = frame.groupby(["attack", "region"]).dice.mean()
+    assert means[("none", "WT")] == 1.0 and means[("fgsm", "ET")] < 1.0
+
+
+def test_results_frame_round_trips_through_csv(tmp_path):
+    rows = result_rows(
+        model="m", attack="none", subject="s", dice={"WT": 0.5}, eps=0.0, iteration=0
+    )
+    path = tmp_path / "results.csv"
+    results_frame(rows).to_csv(path, index=False)
+    back = pd.read_csv(path)
+    assert list(back.columns) == RESULT_COLUMNS and back.dice.iloc[0] == 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dice": {}},
+        {"iteration": -1},
+        {"quality": {"psnr": 30.0, "fid": 1.0}},
+    ],
+    ids=["no regions", "iteration", "quality key"],
+)
+def test_result_rows_bad_input(kwargs):
+    args = dict(model="m", attack="a", subject="s", dice={"WT": 1.0}, eps=0.0, iteration=0)
+    with pytest.raises(ValueError):
+        result_rows(**(args | kwargs))
+
+
+def test_results_frame_bad_rows():
+    row = result_rows(model="m", attack="a", subject="s", dice={"WT": 1.0}, eps=0.0, iteration=0)
+    with pytest.raises(ValueError, match="outside RESULT_COLUMNS"):
+        results_frame([{**row[0], "extra": 1}])
+    with pytest.raises(ValueError, match="dice"):
+        results_frame([{k: v for k, v in row[0].items() if k != "dice"}])

@@ -1,0 +1,423 @@
+"""Tests of segrobust.plots on a synthetic long-format results table and small volumes."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.container import BarContainer, ErrorbarContainer
+from matplotlib.text import Text
+
+from segrobust import plots as P
+from segrobust.metrics import result_rows, results_frame
+
+MODELS = ("baseline", "distill_T20", "distill_T100", "adv_eps0.01", "adv_eps0.05", "noise")
+# Fraction of the baseline's Dice drop that each defence avoids.
+ROBUSTNESS = {
+    "baseline": 0.0,
+    "distill_T20": 0.3,
+    "distill_T100": 0.6,
+    "adv_eps0.01": 0.4,
+    "adv_eps0.05": 0.5,
+    "noise": 0.2,
+}
+REGIONS = ("WT", "TC", "ET")
+N_SUBJECTS = 10
+FGSM_EPS = np.round(np.arange(1, 11) * 0.01, 2)
+ITERATIVE = ("baseline", "distill_T20")  # models with i-FGSM / ti-FGSM iterates
+TIME_ATTACK_EPS = 0.05
+
+
+def _condition(rng, clean, model, drop, **kwargs) -> list[dict]:
+    """Rows of one condition for every subject: Dice = clean - drop (scaled by robustness)."""
+    rows = []
+    keep = 1 - ROBUSTNESS[model]
+    for i, subject in enumerate(sorted(clean)):
+        dice = {
+            r: float(np.clip(clean[subject][r] - drop * keep + rng.normal(0, 0.02), 0, 1))
+            for r in REGIONS
+        }
+        psnr = np.inf if drop == 0 else 50 - 100 * drop + i * 0.1
+        rows += result_rows(
+            model=model, subject=subject, dice=dice, quality={"psnr": psnr}, **kwargs
+        )
+    return rows
+
+
+def _table() -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    clean = {f"s{i:02d}": {r: rng.uniform(0.75, 0.9) for r in REGIONS} for i in range(N_SUBJECTS)}
+    rows = []
+    for model in MODELS:
+        rows += _condition(rng, clean, model, 0.0, attack="none", eps=0.0, iteration=0)
+        for eps in FGSM_EPS:
+            rows += _condition(
+                rng, clean, model, 4 * eps, attack="fgsm", eps=eps, iteration=1, source_model=model
+            )
+        if model in ITERATIVE:
+            for attack, rate in (("ifgsm", 0.05), ("tifgsm", 0.03)):
+                for it in range(11):
+                    rows += _condition(
+                        rng, clean, model, rate * it, attack=attack, eps=0.05, iteration=it,
+                        source_model=model,
+                    )  # fmt: skip
+        for it, drop in ((5, 0.3), (10, 0.5)):
+            for attack in ("pgd", "segpgd"):
+                rows += _condition(
+                    rng, clean, model, drop, attack=attack, eps=TIME_ATTACK_EPS, iteration=it,
+                    source_model=model,
+                )  # fmt: skip
+        if model.startswith("distill"):
+            rows += _condition(
+                rng, clean, model, 0.4, attack="fgsm_T", eps=TIME_ATTACK_EPS, iteration=1,
+                source_model=model,
+            )  # fmt: skip
+        rows += _condition(
+            rng, clean, model, 0.15, attack="transfer_fgsm", eps=TIME_ATTACK_EPS, iteration=1,
+            source_model="baseline",
+        )  # fmt: skip
+        for kind in P.REALISTIC_KINDS:
+            for severity in range(6):
+                rows += _condition(
+                    rng, clean, model, 0.05 * severity, attack=kind, eps=np.nan, iteration=0,
+                    severity=severity,
+                )  # fmt: skip
+    return results_frame(rows)
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return _table()
+
+
+def _errorbars(ax) -> list[ErrorbarContainer]:
+    return [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+def _bars(ax) -> list[BarContainer]:
+    return [c for c in ax.containers if isinstance(c, BarContainer)]
+
+
+def _mean(table, **where) -> float:
+    """Mean over subjects of the Dice rows matching ``where`` (independent of summarise)."""
+    mask = np.ones(len(table), bool)
+    for col, value in where.items():
+        mask &= (table[col] == value).to_numpy()
+    return float(table.loc[mask, "dice"].mean())
+
+
+def _texts_readable(fig) -> None:
+    """Every visible text of the drawn figure is at least 8 pt."""
+    fig.canvas.draw()
+    sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text()]
+    assert sizes and min(sizes) >= 8
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def test_summarise_known_answer_sd_and_ci(table):
+    rows = table[(table["model"] == "baseline") & (table["attack"] == "fgsm")]
+    out = P.summarise(rows, ["eps", "region"], "dice", "sd")
+    assert len(out) == len(FGSM_EPS) * len(REGIONS)
+    one = rows[(rows["eps"] == 0.05) & (rows["region"] == "ET")]["dice"]
+    got = out[(out["eps"] == 0.05) & (out["region"] == "ET")].iloc[0]
+    assert got["mean"] == pytest.approx(one.mean())
+    assert got["err"] == pytest.approx(one.std(ddof=1))
+    assert got["n"] == N_SUBJECTS
+    ci = P.summarise(rows, ["eps", "region"], "dice", "ci95")
+    half = ci[(ci["eps"] == 0.05) & (ci["region"] == "ET")].iloc[0]["err"]
+    assert half == pytest.approx(2.262157 * one.std(ddof=1) / np.sqrt(N_SUBJECTS), rel=1e-5)
+
+
+def test_summarise_counts_subjects_and_drops_inf(table):
+    rows = table[(table["model"] == "baseline") & (table["attack"] == "ifgsm")]
+    out = P.summarise(rows, ["iteration"], "psnr")
+    assert 0 not in set(out["iteration"])  # PSNR of the clean iterate is inf
+    assert (out["n"] == N_SUBJECTS).all()  # three region rows per subject count once
+    with pytest.raises(ValueError, match="error"):
+        P.summarise(rows, ["iteration"], "dice", "sem")
+    with pytest.raises(ValueError, match="lacks columns"):
+        P.summarise(rows, ["nope"], "dice")
+
+
+def test_model_styles_fixed_and_distinct():
+    a = P.model_styles(MODELS)
+    b = P.model_styles(reversed(MODELS))
+    assert a == b
+    assert a["baseline"]["color"] == "#000000"
+    assert a["noise"]["marker"] == "*"
+    assert len({(s["color"], s["linestyle"]) for s in a.values()}) == len(MODELS)
+    assert P.ordered_models(MODELS)[0] == "baseline"
+    assert P.ordered_models(MODELS)[1:3] == ["distill_T20", "distill_T100"]
+
+
+# --------------------------------------------------------------------------- line figures
+
+
+def test_figure2_lines_per_region_start_at_clean(table):
+    fig = P.figure2(table)
+    assert len(fig.axes) == 2
+    assert [ax.get_title().split(" ")[0] for ax in fig.axes] == ["i-FGSM", "ti-FGSM"]
+    for ax in fig.axes:
+        assert [c.get_label() for c in _errorbars(ax)] == [
+            "Whole Tumor (WT)",
+            "Tumor Core (TC)",
+            "Enhancing Tumor (ET)",
+        ]
+        assert ax.get_xlabel() == "iterations"
+    wt = _errorbars(fig.axes[0])[0].lines[0]
+    assert len(wt.get_ydata()) == 11
+    assert wt.get_ydata()[0] == pytest.approx(
+        _mean(table, model="baseline", attack="ifgsm", iteration=0, region="WT")
+    )
+    assert np.all(np.diff(wt.get_xdata()) > 0)
+    assert "Dice" in fig.axes[0].get_ylabel() and "sd" in fig.axes[0].get_ylabel()
+    assert fig.legends
+    _texts_readable(fig)
+
+
+def test_figure2_other_model_and_ci(table):
+    fig = P.figure2(table, model="distill_T20", error="ci95")
+    assert "95% CI" in fig.axes[0].get_ylabel()
+    assert "Distillation (T=20)" in fig.axes[0].get_title()
+
+
+def test_supplementary_figure2_psnr(table):
+    fig = P.supplementary_figure2(table)
+    (ax,) = fig.axes
+    assert [c.get_label() for c in _errorbars(ax)] == ["i-FGSM (ε = 0.05)", "ti-FGSM (ε = 0.05)"]
+    x = _errorbars(ax)[0].lines[0].get_xdata()
+    assert len(x) == 10 and min(x) > 0.5  # clean iterate (PSNR = inf) not drawn
+    assert "PSNR" in ax.get_ylabel() and "dB" in ax.get_ylabel()
+    assert ax.get_legend() is not None
+    _texts_readable(fig)
+
+
+def test_figure3_distillation_lines(table):
+    fig = P.figure3(table)
+    assert len(fig.axes) == 3
+    for ax in fig.axes:
+        assert [c.get_label() for c in _errorbars(ax)] == [
+            "No Defense",
+            "Distillation (T=20)",
+            "Distillation (T=100)",
+        ]
+        assert ax.get_xlabel().replace("\n", " ") == "FGSM ε (fraction of max intensity)"
+    base = _errorbars(fig.axes[2])[0].lines[0]  # ET, baseline
+    assert len(base.get_ydata()) == 1 + len(FGSM_EPS)
+    assert base.get_ydata()[0] == pytest.approx(
+        _mean(table, model="baseline", attack="none", region="ET")
+    )
+    assert base.get_ydata()[-1] == pytest.approx(
+        _mean(table, model="baseline", attack="fgsm", eps=0.1, region="ET")
+    )
+    assert base.get_color() == "#000000"
+    assert fig.legends
+    _texts_readable(fig)
+
+
+def test_figure4_adversarial_training_with_starred_noise(table):
+    fig = P.figure4(table)
+    ax = fig.axes[0]
+    labels = [c.get_label() for c in _errorbars(ax)]
+    assert labels == [
+        "No Defense",
+        "Adversarial Training (ε=0.01)",
+        "Adversarial Training (ε=0.05)",
+        "Noise augmentation",
+    ]
+    noise = _errorbars(ax)[3].lines[0]
+    assert noise.get_marker() == "*"
+    styles = P.model_styles(table["model"].unique())
+    assert _errorbars(ax)[1].lines[0].get_color() == styles["adv_eps0.01"]["color"]
+
+
+def test_colours_consistent_across_figures(table):
+    f3, f4, fr = P.figure3(table), P.figure4(table), P.realistic_figure(table)
+
+    def colours(fig):
+        return {c.get_label(): c.lines[0].get_color() for c in _errorbars(fig.axes[0])}
+
+    c3, c4, cr = colours(f3), colours(f4), colours(fr)
+    for label in set(c3) & set(cr):
+        assert c3[label] == cr[label]
+    for label in set(c4) & set(cr):
+        assert c4[label] == cr[label]
+    assert c3["No Defense"] == c4["No Defense"]
+
+
+# --------------------------------------------------------------------------- extra figures
+
+
+def test_robustness_figure_bars(table):
+    fig = P.robustness_figure(table)
+    assert len(fig.axes) == 3
+    groups = [t.get_text() for t in fig.axes[-1].get_xticklabels()]
+    assert groups[0] == "Clean input"
+    assert [g.split("\n")[0] for g in groups[1:]] == [
+        "PGD",
+        "SegPGD",
+        "T-aware FGSM",
+        "Transfer FGSM",
+    ]
+    assert "from No Defense" in groups[4]
+    for ax in fig.axes:
+        bars = _bars(ax)
+        assert [b.get_label() for b in bars][0] == "No Defense"
+        assert len(bars) == len(MODELS) and all(len(b) == len(groups) for b in bars)
+    baseline_wt = _bars(fig.axes[0])[0]
+    pgd_final = _mean(table, model="baseline", attack="pgd", iteration=10, region="WT")
+    assert baseline_wt[1].get_height() == pytest.approx(pgd_final)
+    assert np.isnan(baseline_wt[3].get_height())  # no temperature-aware attack on the baseline
+    # the four models without a temperature-aware attack are marked, not drawn as Dice 0
+    assert [t.get_text() for t in fig.axes[0].texts] == ["n/a"] * 4
+    assert fig.legends
+    _texts_readable(fig)
+
+
+def test_robustness_figure_subset_and_missing(table):
+    fig = P.robustness_figure(table, attacks=["pgd"], regions=["ET"], include_clean=False)
+    assert len(fig.axes) == 1 and len(_bars(fig.axes[0])[0]) == 1
+    with pytest.raises(ValueError, match="no strong, transfer or temperature-aware"):
+        P.robustness_figure(table[table["attack"].isin(["none", "fgsm"])])
+    with pytest.raises(ValueError, match="crafted on 'noise'"):
+        P.robustness_figure(table, attacks=["transfer_fgsm"], transfer_source="noise")
+    with pytest.raises(ValueError, match="several eps"):
+        P.robustness_figure(table, attacks=["fgsm"])
+
+
+def test_realistic_figure_panels(table):
+    fig = P.realistic_figure(table, region="TC")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == len(P.REALISTIC_KINDS)
+    assert [ax.get_title() for ax in visible][:3] == ["Motion", "Ghosting", "Bias field"]
+    for ax in visible:
+        assert len(_errorbars(ax)) == len(MODELS)
+        assert ax.get_xlabel() == "severity level"
+    assert list(_errorbars(visible[0])[0].lines[0].get_ydata()) == pytest.approx(
+        [_mean(table, model="baseline", attack="motion", severity=s, region="TC") for s in range(6)]
+    )
+    assert "Dice TC" in visible[0].get_ylabel()
+    fig2 = P.realistic_figure(table, kinds=["spike", "motion"], models=["baseline", "noise"])
+    assert len([ax for ax in fig2.axes if ax.get_visible()]) == 2
+    _texts_readable(fig)
+
+
+# --------------------------------------------------------------------------- missing data
+
+
+def test_missing_data_raise(table):
+    no_distill = table[~table["model"].str.startswith("distill")]
+    with pytest.raises(ValueError, match="distill"):
+        P.figure3(no_distill)
+    with pytest.raises(ValueError, match="adversarial training"):
+        P.figure4(table[~table["model"].str.startswith("adv")])
+    with pytest.raises(ValueError, match="realistic perturbation rows"):
+        P.realistic_figure(table[~table["attack"].isin(P.REALISTIC_KINDS)])
+    with pytest.raises(ValueError, match="'tifgsm'"):
+        P.figure2(table[table["attack"] != "tifgsm"])
+    with pytest.raises(ValueError, match="'ifgsm'"):
+        P.figure2(table, model="noise")
+    with pytest.raises(ValueError, match="models \\['nope'\\]"):
+        P.figure2(table, model="nope")
+    with pytest.raises(ValueError, match="regions \\['XX'\\]"):
+        P.figure3(table, regions=["XX"])
+    with pytest.raises(ValueError, match="eps=0.2"):
+        P.figure2(table, eps=0.2)
+    with pytest.raises(ValueError, match="clean"):
+        P.figure3(table[table["attack"] != "none"])
+    with pytest.raises(ValueError, match="'pgd'"):
+        P.realistic_figure(table, kinds=["pgd"])  # adversarial rows: no severity
+    with pytest.raises(ValueError, match="lacks columns"):
+        P.figure3(table.drop(columns="dice"))
+
+
+# --------------------------------------------------------------------------- image figures
+
+
+def _volumes(shape=(24, 20, 12)):
+    """A (4, X, Y, Z) image, a true class map with a two-layer tumour and a worse prediction."""
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))
+    r2 = ((grid - np.array([12, 8, 7])[:, None, None, None]) ** 2).sum(0)
+    truth = np.zeros(shape, np.uint8)
+    truth[r2 < 30] = 2
+    truth[r2 < 12] = 3
+    truth[r2 < 3] = 1
+    image = rng.normal(0, 1, (4, *shape)).astype(np.float32) + truth
+    worse = truth.copy()
+    worse[worse == 3] = 2
+    return image, truth, worse
+
+
+def test_tumour_slice_known_answer():
+    _, truth, _ = _volumes()
+    assert P.tumour_slice(truth) == 7
+    assert P.tumour_slice(truth, axis=0) == 12
+    with pytest.raises(ValueError, match="no tumour"):
+        P.tumour_slice(np.zeros((4, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="3D"):
+        P.tumour_slice(truth[0])
+
+
+def test_figure1_rows_titles_and_dice():
+    image, truth, worse = _volumes()
+    examples = {
+        "none": P.Segmented(image, truth),
+        "fgsm": P.Segmented(image + 0.05, worse),
+        "ifgsm": P.Segmented(image - 0.05, worse),
+        "tifgsm": P.Segmented(image, worse),
+    }
+    fig = P.figure1(truth, examples, modality="t1ce")
+    assert len(fig.axes) == 8
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["No attack", "FGSM", "i-FGSM", "ti-FGSM"]
+    assert fig.axes[4].get_title() == "Dice WT/TC/ET\n1.00/1.00/1.00"
+    assert fig.axes[5].get_title().endswith("/0.00")  # ET relabelled as ED: ET Dice 0
+    assert fig.axes[0].get_ylabel() == "Input (T1CE)"
+    assert len(fig.legends[0].get_texts()) == 3
+    assert fig.axes[0].get_images()[0].get_array().shape == (20, 24)  # axial slice, transposed
+    _texts_readable(fig)
+    with pytest.raises(ValueError, match="modality"):
+        P.figure1(truth, examples, modality="dwi")
+    with pytest.raises(ValueError, match="prediction of 'fgsm'"):
+        P.figure1(truth, {"fgsm": P.Segmented(image, worse[:-1])})
+    with pytest.raises(ValueError, match="shape \\(4, X, Y, Z\\)"):
+        P.figure1(truth, {"none": P.Segmented(image[0], truth)})
+    with pytest.raises(ValueError, match="slice_index"):
+        P.figure1(truth, examples, slice_index=99)
+
+
+def test_figure5_grid_and_titles():
+    image, truth, worse = _volumes()
+    models = ["adv_eps0.05", "baseline", "distill_T20"]
+    clean_preds = dict.fromkeys(models, truth)
+    adversarial = {
+        m: P.Segmented(image + 0.03, worse if m == "baseline" else truth) for m in models
+    }
+    fig = P.figure5(image, truth, clean_preds, adversarial)
+    assert len(fig.axes) == 3 * (1 + len(models))
+    top = [ax.get_title() for ax in fig.axes[:4]]
+    assert top[2].startswith("No Defense") and top[2].endswith("ET 1.00")
+    bottom = [ax.get_title() for ax in fig.axes[8:]]
+    assert bottom == ["True labels", "ET 1.00", "ET 0.00", "ET 1.00"]
+    assert fig.axes[4].get_ylabel() == "FGSM ε = 0.03"
+    assert fig.legends
+    _texts_readable(fig)
+    with pytest.raises(ValueError, match="different models"):
+        P.figure5(image, truth, {"baseline": truth}, adversarial)
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def test_save_figure_writes_png_and_pdf(tmp_path, table):
+    fig = P.supplementary_figure2(table)
+    png, pdf = P.save_figure(fig, tmp_path / "sub" / "psnr_eps0.05", dpi=200)
+    assert png.name == "psnr_eps0.05.png" and pdf.name == "psnr_eps0.05.pdf"
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width = int.from_bytes(data[16:20], "big")
+    assert width == round(P.HALF_WIDTH * 200)
+    assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000
+    assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == [pdf.name, png.name]
+    with pytest.raises(ValueError, match="dpi"):
+        P.save_figure(P.supplementary_figure2(table), tmp_path / "low", dpi=100)

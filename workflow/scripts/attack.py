@@ -1,0 +1,45 @@
+"""One attack family (or the realistic perturbations) on one model over the test subjects."""
+
+from pathlib import Path
+
+import torch
+
+from segrobust.data import read_split
+from segrobust.evaluation import evaluate_attack
+from segrobust.fileio import atomic_path
+from segrobust.logs import log_to_file
+from segrobust.model import load_model, select_device, use_amp
+
+log = log_to_file(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+device = select_device(snakemake.params.device)
+model, extra = load_model(snakemake.input.model, map_location=device)
+source = None
+if "source" in snakemake.input.keys():
+    source, _ = load_model(snakemake.input.source, map_location=device)
+test = read_split(snakemake.input.split, "test")
+settings = dict(snakemake.params.settings)
+settings["examples"] = {
+    **settings["examples"],
+    "subjects": test[: settings["examples"]["n_subjects"]],
+}
+root = Path(snakemake.input.images[0]).parent.parent
+results = evaluate_attack(
+    snakemake.wildcards.attack,
+    model,
+    snakemake.wildcards.model,
+    [root / s for s in test],
+    settings,
+    device,
+    snakemake.params.seed,
+    amp=use_amp(snakemake.params.amp, device),
+    temperature=extra["settings"]["temperature"],
+    source=source,
+    source_name=snakemake.params.source_name,
+    examples_dir=snakemake.output.examples,
+)
+Path(snakemake.output.examples).mkdir(parents=True, exist_ok=True)
+with atomic_path(snakemake.output.results) as tmp:
+    results.to_csv(tmp, index=False)
+summary = results.groupby(["attack", "region"])["dice"].mean().round(4)
+log.info("mean Dice:\n%s", summary.to_string())

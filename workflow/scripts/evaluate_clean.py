@@ -1,0 +1,28 @@
+"""Clean test-set Dice of one trained model, and its predicted label maps."""
+
+from pathlib import Path
+
+import torch
+
+from segrobust.data import read_split
+from segrobust.evaluation import evaluate_clean
+from segrobust.fileio import atomic_path
+from segrobust.logs import log_to_file
+from segrobust.model import load_model, select_device, use_amp
+
+log = log_to_file(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+device = select_device(snakemake.params.device)
+model, _ = load_model(snakemake.input.model, map_location=device)
+root = Path(snakemake.input.images[0]).parent.parent
+results = evaluate_clean(
+    model,
+    snakemake.wildcards.model,
+    [root / s for s in read_split(snakemake.input.split, "test")],
+    device,
+    amp=use_amp(snakemake.params.amp, device),
+    predictions_dir=snakemake.output.predictions,
+)
+with atomic_path(snakemake.output.results) as tmp:
+    results.to_csv(tmp, index=False)
+log.info("clean Dice: %s", results.groupby("region")["dice"].mean().round(4).to_dict())

@@ -1,0 +1,66 @@
+"""Draw one of the paper's figures (or an extra robustness figure) from the results table."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from segrobust import plots
+from segrobust.data import open_volume, read_split
+from segrobust.evaluation import Perturbed, example_stem, load_example, read_classes
+from segrobust.logs import log_to_file
+
+log = log_to_file(snakemake.log[0])
+results = pd.read_csv(snakemake.input.results, keep_default_na=False, na_values=[""])
+name = snakemake.wildcards.figure
+opts, attacks = snakemake.params.figures, snakemake.params.attacks
+R = Path(snakemake.input.results).parent
+
+
+def example(model, kind, eps, step):
+    """The saved adversarial input of ``model`` and the prediction from it."""
+    item = Perturbed(kind, float(eps), step, np.nan, None, None)
+    stem = example_stem(R / "attacks" / model / f"{kind}_examples", subject, item)
+    return plots.Segmented(*load_example(stem))
+
+
+def clean_prediction(model):
+    return read_classes(R / "evaluation" / model / "predictions" / f"{subject}.nii.gz")
+
+
+if name in ("fig1", "fig5"):
+    subject = read_split(snakemake.input.split, "test")[0]  # the first example subject
+    volume = open_volume(Path(snakemake.input.images[0]).parent.parent / subject)
+    image, truth = np.asarray(volume.image), np.asarray(volume.label)
+if name == "fig1":
+    examples = {"none": plots.Segmented(image, clean_prediction("baseline"))}
+    examples["fgsm"] = example("baseline", "fgsm", opts["fig1_eps"], 1)
+    for kind in ("ifgsm", "tifgsm"):
+        examples[kind] = example("baseline", kind, attacks[kind]["eps"], attacks[kind]["steps"])
+    fig = plots.figure1(truth, examples, modality=opts["modality"])
+elif name == "fig5":
+    models = sorted({Path(p).parent.name for p in snakemake.input.predictions})
+    fig = plots.figure5(
+        image,
+        truth,
+        {m: clean_prediction(m) for m in models},
+        {m: example(m, "fgsm", opts["fig5_eps"], 1) for m in models},
+        eps=opts["fig5_eps"],
+        modality=opts["modality"],
+    )
+elif name == "fig2":
+    fig = plots.figure2(results, error=opts["error"])
+elif name == "supp_fig2":
+    fig = plots.supplementary_figure2(results, error=opts["error"])
+elif name == "fig3":
+    fig = plots.figure3(results, error=opts["error"])
+elif name == "fig4":
+    fig = plots.figure4(results, error=opts["error"])
+elif name == "robustness":
+    source = attacks["transfer_fgsm"]["source"]
+    eps = snakemake.params.robust_eps
+    fig = plots.robustness_figure(results, eps=eps, transfer_source=source, error=opts["error"])
+else:  # realistic
+    fig = plots.realistic_figure(results, error=opts["error"])
+plots.save_figure(fig, Path(snakemake.output.png).with_suffix(""))
+log.info("wrote %s", snakemake.output.png)

@@ -1,0 +1,16 @@
+"""Write the built-in synthetic BraTS-like cohort in the BraTS 2017 layout."""
+
+from segrobust.logs import log_to_file
+from segrobust.synthetic import write_cohort
+
+log = log_to_file(snakemake.log[0])
+settings = snakemake.params.settings
+ids = write_cohort(
+    snakemake.params.root,
+    n_subjects=settings["n_subjects"],
+    shape=tuple(settings["shape"]),
+    spacing=tuple(settings["spacing"]),
+    lgg_fraction=settings["lgg_fraction"],
+    seed=snakemake.params.seed,
+)
+log.info("wrote %d subjects under %s", len(ids), snakemake.params.root)
