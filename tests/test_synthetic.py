@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from segrobust.labels import MODALITIES
-from segrobust.synthetic import make_subject, subject_grade, write_cohort
+from segrobust.synthetic import cohort_plan, make_subject, subject_grade, write_cohort
 
 SHAPE = (40, 40, 36)
 SPACING = (1.2, 1.2, 1.5)
@@ -61,6 +61,7 @@ def test_layout_dtypes_affine_and_prefix_stability(tmp_path):
     ids = write_cohort(tmp_path, 4, (24, 24, 20), SPACING, 0.25, seed=0)
     assert ids == [f"Brats17_SYN{i:03d}_1" for i in range(1, 5)]
     assert [subject_grade(i, 0.25) for i in range(4)] == ["HGG", "HGG", "HGG", "LGG"]
+    assert cohort_plan(4, 0.25) == [(sid, subject_grade(i, 0.25)) for i, sid in enumerate(ids)]
     for i, sid in enumerate(ids):
         folder = tmp_path / subject_grade(i, 0.25) / sid
         assert sorted(p.name for p in folder.iterdir()) == sorted(
@@ -87,6 +88,13 @@ def test_layout_dtypes_affine_and_prefix_stability(tmp_path):
     write_cohort(small, 2, (24, 24, 20), SPACING, 0.25, seed=0)
     rel = "HGG/Brats17_SYN002_1/Brats17_SYN002_1_flair.nii.gz"
     assert (small / rel).read_bytes() == (tmp_path / rel).read_bytes()
+
+
+@pytest.mark.parametrize(("fraction", "n_lgg"), [(0.0, 0), (0.25, 25), (0.3, 30), (1.0, 100)])
+def test_subject_grade_spreads_lgg_evenly(fraction, n_lgg):
+    grades = [subject_grade(i, fraction) for i in range(100)]
+    assert grades.count("LGG") == n_lgg
+    assert grades[:10].count("LGG") == int(10 * fraction)
 
 
 def test_background_is_exactly_zero_and_brain_is_positive(hgg):

@@ -1,15 +1,17 @@
 """The real Snakefile on small configs, in temporary working directories."""
 
 import hashlib
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, write_brats_subject
+from scipy.stats import wilcoxon
+from statsmodels.stats.multitest import multipletests
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -100,30 +102,101 @@ def _checksums(root: Path) -> dict[str, str]:
 
 
 TINY = {
-    "data": {"synthetic": {"n_subjects": 8, "shape": [32, 32, 32]}},
+    "data": {"synthetic": {"n_subjects": 12, "shape": [32, 32, 32]}},
     "preprocess": {"shape": [16, 16, 16]},
-}
+    "split": {"test_fraction": 0.34, "val_fraction": 0.1},
+    "model": {"base_filters": 4, "depth": 3},
+    "training": {"epochs": 2, "distillation": {"temperatures": [20]},
+                 "adversarial": {"epsilons": [0.05]}},
+    "attacks": {
+        "fgsm": {"epsilons": [0.03, 0.05, 0.1]},
+        "fgsm_T": {"epsilons": [0.05]},
+        "transfer_fgsm": {"epsilons": [0.05]},
+        "ifgsm": {"steps": 3},
+        "tifgsm": {"steps": 3},
+        "pgd": {"steps": 2, "restarts": 1},
+        "segpgd": {"steps": 2},
+        "realistic": {"severities": [1, 3]},
+        "examples": {"n_subjects": 1},
+    },
+    "statistics": {"n_boot": 200, "table1_iteration": 3},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The whole DAG on a tiny synthetic config (about 3 minutes on 2 cores)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    config = write_config(workdir / "c.yaml", **TINY)
+    snakemake(workdir, "--cores", "2", "--configfile", str(config))
+    return workdir, config
 
 
 @pytest.mark.slow
-def test_synthetic_cohort_preprocessing_and_split_end_to_end(tmp_path):
-    config = write_config(tmp_path / "c.yaml", **TINY)
-    until = ("--until", "preprocess_subject", "split")
-    snakemake(tmp_path, "--cores", "2", "--configfile", str(config), *until)
-    results = tmp_path / "results"
+def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
+    workdir, config = tiny_run
+    results = workdir / "results"
     split = pd.read_csv(results / "split.csv")
-    assert len(split) == 8 and set(split["split"]) == {"train", "val", "test"}
-    assert len(list((results / "preprocessed").glob("*/image.npy"))) == 8
-    raw = _checksums(results / "raw")
-    assert len(raw) == 8 * 5
-    # nothing left to do, and the raw tree is untouched by preprocessing
-    again = snakemake(tmp_path, "-n", "--configfile", str(config), *until)
-    assert planned_jobs(again) == {}
-    assert _checksums(results / "raw") == raw
-    # the same seed in another directory gives byte-identical raw data and split
-    other = tmp_path / "other"
-    other.mkdir()
-    shutil.copy(config, other / "c.yaml")
-    snakemake(other, "--cores", "2", "--configfile", str(other / "c.yaml"), *until)
-    assert _checksums(other / "results" / "raw") == raw
-    assert (other / "results" / "split.csv").read_bytes() == (results / "split.csv").read_bytes()
+    assert len(split) == 12 and set(split["split"]) == {"train", "val", "test"}
+    assert len(list((results / "preprocessed").glob("*/image.npy"))) == 12
+    table = pd.read_csv(results / "results.csv")
+    models = {"baseline", "distill_T20", "adv_eps0.05", "noise"}
+    assert set(table["model"]) == models
+    per_model = table.groupby("model")["attack"].unique().apply(set).to_dict()
+    assert "fgsm_T" in per_model["distill_T20"] and "fgsm_T" not in per_model["baseline"]
+    assert "transfer_fgsm" not in per_model["baseline"]
+    assert (table.loc[table["attack"] == "transfer_fgsm", "source_model"] == "baseline").all()
+    n_test = (split["split"] == "test").sum()
+    assert (table.groupby(["model", "attack", "eps", "iteration", "severity", "region"],
+                          dropna=False).size() == n_test).all()  # fmt: skip
+    for name in ("fig1", "fig2", "supp_fig2", "fig3", "fig4", "fig5", "robustness", "realistic"):
+        assert (results / "figures" / f"{name}.png").stat().st_size > 10_000
+        assert (results / "figures" / f"{name}.pdf").exists()
+    for name in ("table1", "table2"):
+        for ext in ("csv", "md", "tex"):
+            assert (results / "tables" / f"{name}.{ext}").stat().st_size > 100
+    assert planned_jobs(snakemake(workdir, "-n", "--configfile", str(config))) == {}
+
+
+@pytest.mark.slow
+def test_table_pvalues_equal_an_independent_recomputation(tiny_run):
+    workdir, _ = tiny_run
+    results = pd.read_csv(workdir / "results" / "results.csv")
+    tests = pd.read_csv(workdir / "results" / "tables" / "table1_tests.csv")
+    clean = results[(results["model"] == "baseline") & (results["attack"] == "none")]
+    attacked = results[(results["model"] == "baseline") & (results["attack"] == "fgsm")
+                       & np.isclose(results["eps"], 0.05)]  # fmt: skip
+    raw = []
+    for region in ("TC", "ET", "WT"):
+        ref = clean[clean["region"] == region].set_index("subject")["dice"]
+        cond = attacked[attacked["region"] == region].set_index("subject")["dice"]
+        diff = (cond - ref.loc[cond.index]).to_numpy()
+        expected = 1.0 if (diff == 0).all() else wilcoxon(diff).pvalue
+        row = tests[(tests["region"] == region) & (tests["attack"] == "fgsm")]
+        assert row["p"].item() == pytest.approx(expected, rel=1e-9)
+        raw.append(row)
+    all_p = tests["p"].fillna(1.0).to_numpy()
+    adjusted = multipletests(all_p, method="bonferroni")[1]
+    assert tests["p_adj"].fillna(1.0).to_numpy() == pytest.approx(adjusted)
+
+
+@pytest.mark.slow
+def test_attack_config_change_replans_only_attacks_and_reports(tiny_run, tmp_path):
+    workdir, _ = tiny_run
+    changed = dict(TINY, attacks={**TINY["attacks"], "fgsm": {"epsilons": [0.03, 0.05, 0.08]}})
+    config = write_config(tmp_path / "c.yaml", **changed)
+    jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", str(config)))
+    assert set(jobs) == {"attack", "collect_results", "tables", "figure", "all"}
+    assert jobs["attack"] == 4  # the fgsm sweep of each model, nothing else
+
+
+@pytest.mark.slow
+def test_same_seed_gives_identical_raw_data_and_split(tiny_run, tmp_path):
+    workdir, config = tiny_run
+    raw = _checksums(workdir / "results" / "raw")
+    assert len(raw) == 12 * 5
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(config), "--until", "split",
+              "synthesize_cohort")  # fmt: skip
+    assert _checksums(tmp_path / "results" / "raw") == raw
+    split = (workdir / "results" / "split.csv").read_bytes()
+    assert (tmp_path / "results" / "split.csv").read_bytes() == split

@@ -62,18 +62,6 @@ REALISTIC_KINDS: tuple[str, ...] = (
 )
 ROBUSTNESS_ATTACKS: tuple[str, ...] = ("pgd", "segpgd", "fgsm_T", "transfer_fgsm")
 # Display names of attack keys that statistics.ATTACK_NAMES does not know.
-EXTRA_ATTACK_NAMES: dict[str, str] = {
-    "segpgd": "SegPGD",
-    "fgsm_T": "T-aware FGSM",
-    "transfer_fgsm": "Transfer FGSM",
-    "transfer_pgd": "Transfer PGD",
-    "motion": "Motion",
-    "ghosting": "Ghosting",
-    "bias_field": "Bias field",
-    "spike": "Spike",
-    "gaussian_noise": "Gaussian noise",
-    "rician_noise": "Rician noise",
-}
 
 # Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO: dict[str, str] = {
@@ -174,11 +162,6 @@ def ordered_models(models: Iterable[str], reference_model: str = "baseline") -> 
     models = set(models)
     rest = sorted(models - {reference_model}, key=model_sort_key)
     return [reference_model, *rest] if reference_model in models else rest
-
-
-def display_attack(attack: str) -> str:
-    """Display name of an attack or realistic perturbation key."""
-    return EXTRA_ATTACK_NAMES.get(attack) or attack_label(attack)
 
 
 def _styled(figsize: tuple[float, float]) -> Figure:
@@ -419,9 +402,7 @@ def figure2(
     for ax, attack in zip(axes, attacks, strict=True):
         part = summary[summary["attack"] == attack]
         _error_lines(ax, part, "iteration", "region", regions, styles, labels, dodge=0.3)
-        ax.set_title(
-            f"{display_attack(attack)} (ε = {part['eps'].iloc[0]:g}, {model_label(model)})"
-        )
+        ax.set_title(f"{attack_label(attack)} (ε = {part['eps'].iloc[0]:g}, {model_label(model)})")
         ax.set_xlabel("iterations")
         ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         _set_dice_axis(ax)
@@ -454,7 +435,7 @@ def supplementary_figure2(
     markers = ("o", "s", "^", "D")
     styles = {a: {"color": palette[i % 4], "marker": markers[i % 4]} for i, a in enumerate(attacks)}
     labels = {
-        a: f"{display_attack(a)} (ε = {summary.loc[summary['attack'] == a, 'eps'].iloc[0]:g})"
+        a: f"{attack_label(a)} (ε = {summary.loc[summary['attack'] == a, 'eps'].iloc[0]:g})"
         for a in attacks
         if a in set(summary["attack"])
     }
@@ -536,7 +517,7 @@ def dice_vs_eps(
         part = summary[summary["region"] == region]
         _error_lines(ax, part, "eps", "model", order, styles, labels, dodge=0.4)
         ax.set_title(f"({chr(97 + i)}) {REGION_NAMES.get(region, region)}")
-        ax.set_xlabel(EPS_LABEL.format(attack=display_attack(attack)))
+        ax.set_xlabel(EPS_LABEL.format(attack=attack_label(attack)))
         _set_dice_axis(ax)
     axes[0].set_ylabel(_metric_label("Dice", error, summary))
     if title:
@@ -626,7 +607,7 @@ def robustness_figure(
             raise ValueError(f"no {attack!r} rows{where} for models {models}")
         e = _single_eps(rows, eps, f"attack {attack!r}")
         rows = _final_iteration(_at_eps(rows, e), ["model"])
-        label = display_attack(attack) + (
+        label = attack_label(attack) + (
             f"\nfrom {model_label(source, reference_model)}" if where else ""
         )
         label += f"\nε = {e:g}"
@@ -714,7 +695,7 @@ def realistic_figure(
     for ax, kind in zip(axes.flat, kinds, strict=False):
         part = summary[summary["attack"] == kind]
         _error_lines(ax, part, "severity", "model", models, styles, labels, dodge=0.4)
-        ax.set_title(display_attack(kind))
+        ax.set_title(attack_label(kind))
         ax.set_xlabel("severity level")
         _set_dice_axis(ax)
     for ax in axes.flat[len(kinds) :]:
@@ -859,7 +840,7 @@ def figure1(
         scores = dice_regions(pred, truth)
         top, bottom = axes[0, col], axes[1, col]
         _show(top, _axial(image, slice_index, axis), window)
-        top.set_title("No attack" if attack == CLEAN_ATTACK else display_attack(attack))
+        top.set_title("No attack" if attack == CLEAN_ATTACK else attack_label(attack))
         _show(bottom, _axial(image, slice_index, axis), window, _axial(pred, slice_index, axis))
         bottom.set_title(
             "Dice " + "/".join(scores) + "\n" + "/".join(f"{v:.2f}" for v in scores.values())
@@ -938,7 +919,7 @@ def figure5(
         )
         axes[2, col].set_title(f"{region} {d_adv:.2f}")
     axes[0, 0].set_ylabel("Clean input")
-    axes[1, 0].set_ylabel(f"{display_attack(attack)} ε = {eps:g}")
+    axes[1, 0].set_ylabel(f"{attack_label(attack)} ε = {eps:g}")
     axes[2, 0].set_ylabel("On adversarial input")
     fig.suptitle(f"Dice of {REGION_NAMES.get(region, region)} ({region}) in each title")
     _class_legend(fig, "outside lower center")

@@ -42,6 +42,15 @@ ATTACK_NAMES = {
     "ifgsm": "i-FGSM",
     "tifgsm": "ti-FGSM",
     "pgd": "PGD",
+    "segpgd": "SegPGD",
+    "fgsm_T": "T-aware FGSM",
+    "transfer_fgsm": "Transfer FGSM",
+    "motion": "Motion",
+    "ghosting": "Ghosting",
+    "bias_field": "Bias field",
+    "spike": "Spike",
+    "gaussian_noise": "Gaussian noise",
+    "rician_noise": "Rician noise",
 }
 REGION_NAMES = {"WT": "Whole Tumor", "TC": "Tumor Core", "ET": "Enhancing Tumor"}
 QUALITY_DECIMALS = {"psnr": 2, "ssim": 3, "rmse": 3}

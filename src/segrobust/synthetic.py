@@ -42,12 +42,12 @@ _CONTRAST: dict[str, tuple[float, ...]] = {
 # LGG-like label 1 is solid non-enhancing tumour rather than necrosis.
 _LGG_CORE: dict[str, float] = {"t1": 0.58, "t1ce": 0.60, "t2": 1.42, "flair": 1.12}
 # Relative standard deviation of each tissue's smooth texture (order TISSUES).
-_TEXTURE = np.array([0.05, 0.06, 0.06, 0.12, 0.18, 0.15], dtype=np.float32)
+_TEXTURE = np.array([0.05, 0.06, 0.06, 0.12, 0.18, 0.12], dtype=np.float32)
 # Per-subject log-normal jitter of tissue means (normal tissue, tumour).
 _JITTER = (0.05, 0.08)
 _WT_FRACTION = (0.06, 0.15)  # whole tumour / brain volume
 _CORE_FRACTION = {"HGG": (0.40, 0.70), "LGG": (0.35, 0.65)}  # core / whole tumour
-_RIM = (0.10, 0.16)  # enhancing rim thickness, normalised units (HGG)
+_RIM = (0.12, 0.18)  # enhancing rim thickness, normalised units (HGG)
 _MIN_NECROSIS = (0.10, 0.30)  # lowest necrosis / core fraction (HGG), wins over the rim
 
 
@@ -355,7 +355,9 @@ def subject_grade(index: int, lgg_fraction: float) -> str:
 
 def cohort_plan(n_subjects: int, lgg_fraction: float) -> list[tuple[str, str]]:
     """(subject id, grade) of each subject :func:`write_cohort` writes, without writing."""
-    return [(f"Brats17_SYN{i + 1:03d}_1", subject_grade(i, lgg_fraction)) for i in range(n_subjects)]
+    return [
+        (f"Brats17_SYN{i + 1:03d}_1", subject_grade(i, lgg_fraction)) for i in range(n_subjects)
+    ]
 
 
 def write_cohort(
