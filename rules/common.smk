@@ -140,7 +140,8 @@ def attack_settings(wildcards):
     """Only the settings the attack family ``wildcards.attack`` depends on."""
     cfg = config["attacks"]
     return {
-        key: cfg[key] for key in ("loss", "gamma", "mask", "examples", wildcards.attack)
+        key: cfg[key]
+        for key in ("loss", "gamma", "mask", "eval_batch", "examples", wildcards.attack)
     }
 
 

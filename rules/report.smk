@@ -50,7 +50,7 @@ rule figure:
     output:
         png=report(
             f"{R}/figures/{{figure}}.png",
-            caption="../report/{figure}.rst",
+            caption="../report/figure.rst",
             category="Figures",
         ),
         pdf=f"{R}/figures/{{figure}}.pdf",

@@ -125,7 +125,7 @@ def test_tumour_fraction_in_range(seed):
     wt = (labels > 0).sum() / brain.sum()
     assert 0.03 <= wt <= 0.15
     core = np.isin(labels, (1, 4)).sum() / (labels > 0).sum()
-    assert 0.2 <= core <= 0.75
+    assert 0.3 <= core <= 0.85
     if grade == "HGG":
         assert 0.3 <= (labels == 4).sum() / np.isin(labels, (1, 4)).sum() <= 0.9
 

@@ -75,6 +75,8 @@ def test_dry_run_of_the_paper_config_on_a_fake_brats_tree(tmp_path):
         ({"preprocess": {"shape": [32, 32]}}, "shape"),
         ({"data": {"source": "brats", "root": None}}, "root"),
         ({"seed": "abc"}, "abc"),
+        ({"attacks": {"fgsm": {"epsilons": [-0.05]}}}, "-0.05"),
+        ({"training": {"adversarial": {"epsilons": [-0.01]}}}, "-0.01"),
     ],
 )
 def test_bad_config_stops_with_the_key_named(tmp_path, sections, message):
@@ -156,6 +158,16 @@ def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
         for ext in ("csv", "md", "tex"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 100
     assert planned_jobs(snakemake(workdir, "-n", "--configfile", str(config))) == {}
+
+
+@pytest.mark.slow
+def test_report_bundles_tables_and_figures_with_captions(tiny_run):
+    workdir, config = tiny_run
+    report = workdir / "report.html"
+    snakemake(workdir, "--configfile", str(config), "--report", str(report))
+    html = report.read_text()
+    assert "an axial slice" in html and "Table 1 (paper layout)" in html
+    assert "snakemake.config" not in html  # captions rendered, not shown as templates
 
 
 @pytest.mark.slow

@@ -129,11 +129,12 @@ def _attack_stream(
                 image = perturb(clean, kind, severity, seed)  # brain = nonzero voxels
                 yield Perturbed(kind, np.nan, 0, float(severity), _tensor(image, x.device), None)
         return
+    batch = settings["eval_batch"]
     if attack == "fgsm":
-        stream = atk.fgsm_sweep(model, x, y, loss, s["epsilons"], mask=mask)
+        stream = atk.fgsm_sweep(model, x, y, loss, s["epsilons"], mask=mask, eval_batch=batch)
     elif attack == "fgsm_T":
         tempered = atk.with_temperature(loss, temperature)
-        stream = atk.fgsm_sweep(model, x, y, tempered, s["epsilons"], mask=mask)
+        stream = atk.fgsm_sweep(model, x, y, tempered, s["epsilons"], mask=mask, eval_batch=batch)
     elif attack == "transfer_fgsm":  # crafted on the source, evaluated on ``model`` below
         stream = atk.fgsm_sweep(source, x, y, loss, s["epsilons"], mask=mask, evaluate=False)
     elif attack in ("ifgsm", "tifgsm"):
@@ -198,7 +199,8 @@ def evaluate_attack(
     """Per-subject results of ``model`` under one attack family (module docstring).
 
     ``settings`` is the workflow's ``attacks`` config: ``loss``, ``gamma``, ``mask`` (perturb
-    brain voxels only), one entry per family, and ``examples`` (``subjects`` and ``eps``): for
+    brain voxels only), ``eval_batch`` (FGSM-sweep inputs per forward), one entry per family,
+    and ``examples`` (``subjects`` and ``eps``): for
     those subjects the adversarial input of each final setting (one-step attacks: only at the
     listed ε) and its prediction are written to ``examples_dir`` as NIfTI. Intermediate
     iterates get PSNR/RMSE/norms but no SSIM (its cost). Clean inputs are not repeated here.

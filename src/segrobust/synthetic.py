@@ -39,14 +39,15 @@ _CONTRAST: dict[str, tuple[float, ...]] = {
     "t2": (0.55, 0.75, 1.60, 1.12, 1.35, 0.95),
     "flair": (0.85, 1.00, 0.35, 1.45, 1.05, 1.20),
 }
-# LGG-like label 1 is solid non-enhancing tumour rather than necrosis.
-_LGG_CORE: dict[str, float] = {"t1": 0.58, "t1ce": 0.60, "t2": 1.42, "flair": 1.12}
+# LGG-like label 1 is solid non-enhancing tumour rather than necrosis: T1-hypointense but less
+# dark than necrosis on T1ce, homogeneously bright on T2 and FLAIR.
+_LGG_CORE: dict[str, float] = {"t1": 0.62, "t1ce": 0.66, "t2": 1.38, "flair": 1.30}
 # Relative standard deviation of each tissue's smooth texture (order TISSUES).
 _TEXTURE = np.array([0.05, 0.06, 0.06, 0.12, 0.18, 0.12], dtype=np.float32)
 # Per-subject log-normal jitter of tissue means (normal tissue, tumour).
 _JITTER = (0.05, 0.08)
 _WT_FRACTION = (0.06, 0.15)  # whole tumour / brain volume
-_CORE_FRACTION = {"HGG": (0.40, 0.70), "LGG": (0.35, 0.65)}  # core / whole tumour
+_CORE_FRACTION = {"HGG": (0.40, 0.70), "LGG": (0.50, 0.80)}  # core / whole tumour
 _RIM = (0.12, 0.18)  # enhancing rim thickness, normalised units (HGG)
 _MIN_NECROSIS = (0.10, 0.30)  # lowest necrosis / core fraction (HGG), wins over the rim
 
