@@ -203,6 +203,18 @@ def test_attack_config_change_replans_only_attacks_and_reports(tiny_run, tmp_pat
 
 
 @pytest.mark.slow
+def test_new_distillation_temperature_trains_only_that_temperature(tiny_run, tmp_path):
+    workdir, _ = tiny_run
+    training = {**TINY["training"], "distillation": {"temperatures": [20, 50]}}
+    config = write_config(tmp_path / "c.yaml", **dict(TINY, training=training))
+    result = snakemake(workdir, "-n", "--configfile", str(config))
+    jobs = planned_jobs(result)
+    assert jobs["train_model"] == 2  # teacher_T50 and distill_T50
+    assert "teacher_T50" in result.stdout and "distill_T50" in result.stdout
+    assert "preprocess_subject" not in jobs and jobs["evaluate_clean"] == 1
+
+
+@pytest.mark.slow
 def test_same_seed_gives_identical_raw_data_and_split(tiny_run, tmp_path):
     workdir, config = tiny_run
     raw = _checksums(workdir / "results" / "raw")
