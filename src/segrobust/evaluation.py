@@ -200,9 +200,9 @@ def evaluate_attack(
 
     ``settings`` is the workflow's ``attacks`` config: ``loss``, ``gamma``, ``mask`` (perturb
     brain voxels only), ``eval_batch`` (FGSM-sweep inputs per forward), one entry per family,
-    and ``examples`` (``subjects`` and ``eps``): for
-    those subjects the adversarial input of each final setting (one-step attacks: only at the
-    listed ε) and its prediction are written to ``examples_dir`` as NIfTI. Intermediate
+    and ``examples`` (``subjects`` and ``eps``): for those subjects the adversarial input of
+    each final setting (one-step attacks: only at the listed ε) and its prediction are written
+    to ``examples_dir`` as NIfTI. Intermediate
     iterates get PSNR/RMSE/norms but no SSIM (its cost). Clean inputs are not repeated here.
     """
     if attack not in ATTACKS:

@@ -61,7 +61,6 @@ REALISTIC_KINDS: tuple[str, ...] = (
     "rician_noise",
 )
 ROBUSTNESS_ATTACKS: tuple[str, ...] = ("pgd", "segpgd", "fgsm_T", "transfer_fgsm")
-# Display names of attack keys that statistics.ATTACK_NAMES does not know.
 
 # Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO: dict[str, str] = {
