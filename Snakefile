@@ -31,3 +31,7 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+onsuccess:
+    remove_finished_checkpoints()

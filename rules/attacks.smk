@@ -6,17 +6,19 @@ rule attack:
         unpack(transfer_source),
         model=f"{R}/models/{{model}}/model.pt",
         split=f"{R}/split.csv",
-        images=preprocessed(),
     output:
         results=f"{R}/attacks/{{model}}/{{attack}}.csv",
         examples=directory(f"{R}/attacks/{{model}}/{{attack}}_examples"),
     params:
+        preprocessed=PREPROCESSED,
         settings=attack_settings,
         source_name=config["attacks"]["transfer_fgsm"]["source"],
         seed=config["seed"],
         amp=config["training"]["amp"],
         device=config["training"]["device"],
-        code=code_digest("evaluation", "attacks", "perturbations", "metrics", "model", "losses"),
+        code=code_digest(
+            "evaluation", "attacks", "perturbations", "metrics", "model", "losses", "data"
+        ),
     log:
         f"{LOGS}/attack/{{model}}/{{attack}}.log",
     benchmark:

@@ -45,8 +45,11 @@ def raw_files(wildcards):
     return {kind: str(path) for kind, path in RAW_FILES[wildcards.subject].items()}
 
 
-def preprocessed(subjects=SUBJECTS):
-    return expand(f"{R}/preprocessed/{{subject}}/image.npy", subject=subjects)
+PREPROCESSED = f"{R}/preprocessed"
+
+
+def preprocessed():
+    return expand(f"{PREPROCESSED}/{{subject}}/image.npy", subject=SUBJECTS)
 
 
 def fmt(value):
@@ -110,6 +113,15 @@ def train_settings(model):
     if strategy == "noise":
         settings["noise_radius"] = train["noise"]["radius"]
     return settings
+
+
+def training_code(wildcards):
+    """Digest of the code a model's training runs: the FGSM and noise steps come from the
+    attacks module, so only adversarial and noise training re-run when it changes."""
+    modules = ["training", "model", "losses", "metrics", "data"]
+    if parse_model(wildcards.model)[0] in ("adversarial", "noise"):
+        modules.append("attacks")
+    return code_digest(*modules)
 
 
 def teacher_of(wildcards):
@@ -198,10 +210,18 @@ def figure_inputs(wildcards):
     attacks = ("fgsm", "ifgsm", "tifgsm") if wildcards.figure == "fig1" else ("fgsm",)
     return {
         "split": f"{R}/split.csv",
-        "images": preprocessed(),
         "examples": [f"{R}/attacks/{m}/{a}_examples" for m in models for a in attacks],
         "predictions": [f"{R}/evaluation/{m}/predictions" for m in models],
     }
+
+
+def remove_finished_checkpoints():
+    """Delete the checkpoints of models that exist. Kept until the workflow succeeds, the final
+    one lets a job killed after saving its model (a time limit hit at the very end, which makes
+    Snakemake remove the model) be retried without training again."""
+    for ckpt in Path(R, "checkpoints").glob("*.ckpt"):
+        if Path(R, "models", ckpt.stem, "model.pt").exists():
+            ckpt.unlink()
 
 
 def all_targets():

@@ -52,7 +52,11 @@ rule preprocess_subject:
         "../workflow/scripts/preprocess_subject.py"
 
 
+# The split doubles as the cohort manifest: it is written once every subject is preprocessed, so
+# later jobs depend on this one file rather than on one file per subject (a small DAG at scale).
 rule split:
+    input:
+        preprocessed(),
     output:
         f"{R}/split.csv",
     params:

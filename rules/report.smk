@@ -7,6 +7,8 @@ rule collect_results:
         attacks=attack_results(),
     output:
         f"{R}/results.csv",
+    params:
+        code=code_digest("metrics"),
     log:
         f"{LOGS}/collect_results.log",
     conda:
@@ -55,10 +57,11 @@ rule figure:
         ),
         pdf=f"{R}/figures/{{figure}}.pdf",
     params:
+        preprocessed=PREPROCESSED,
         figures=config["figures"],
         attacks=config["attacks"],
         robust_eps=config["statistics"]["table1_fgsm_eps"],
-        code=code_digest("plots", "statistics"),
+        code=code_digest("plots", "statistics", "evaluation", "data"),
     log:
         f"{LOGS}/figure/{{figure}}.log",
     conda:

@@ -5,15 +5,15 @@ rule train_model:
     input:
         unpack(teacher_of),
         split=f"{R}/split.csv",
-        images=preprocessed(),
     output:
         model=f"{R}/models/{{model}}/model.pt",
         log_csv=f"{R}/models/{{model}}/training_log.csv",
     params:
+        preprocessed=PREPROCESSED,
         settings=lambda wildcards: train_settings(wildcards.model),
         checkpoint=lambda wildcards: f"{R}/checkpoints/{wildcards.model}.ckpt",
         device=config["training"]["device"],
-        code=code_digest("training", "model", "losses", "attacks", "metrics"),
+        code=training_code,
     log:
         f"{LOGS}/train_model/{{model}}.log",
     benchmark:
@@ -33,14 +33,14 @@ rule evaluate_clean:
     input:
         model=f"{R}/models/{{model}}/model.pt",
         split=f"{R}/split.csv",
-        images=preprocessed(),
     output:
         results=f"{R}/evaluation/{{model}}/clean.csv",
         predictions=directory(f"{R}/evaluation/{{model}}/predictions"),
     params:
+        preprocessed=PREPROCESSED,
         amp=config["training"]["amp"],
         device=config["training"]["device"],
-        code=code_digest("evaluation", "model", "metrics"),
+        code=code_digest("evaluation", "model", "metrics", "data"),
     log:
         f"{LOGS}/evaluate_clean/{{model}}.log",
     benchmark:

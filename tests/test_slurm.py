@@ -36,9 +36,6 @@ TINY = {
                  "adversarial": {"epsilons": []}, "noise": {"enabled": False}},
     "resources": {"gpu": 0, "train_mem_mb": 1000, "train_runtime": 10},
 }  # fmt: skip
-# N4 (ITK) gives slightly different images with a different number of threads, and a SLURM job
-# sees only the CPUs it asked for: both runs pin ITK to one thread so that they can be compared.
-PINNED = {"ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+)")
 # SLURM checks time limits every 30 s: a 1-minute job is killed 60-90 s after it starts. A job
 # that ends after its limit but before that check is still a TIMEOUT (and its outputs are
@@ -124,7 +121,7 @@ def config(tmp_path_factory) -> Path:
 def slurm_run(cluster, config, tmp_path_factory):
     """The tiny config's baseline training and clean evaluation through sbatch."""
     workdir = tmp_path_factory.mktemp("slurm-run")
-    env = {**cluster, **PINNED, "SBATCH_PARTITION": "alt"}  # a non-default partition
+    env = {**cluster, "SBATCH_PARTITION": "alt"}  # a non-default partition
     options = slurm_options(workdir / "slurm-logs")
     result = run_snakemake(workdir, config, TARGET, *options, env=env, timeout=600)
     return workdir, slurm_jobs(result, cluster)
@@ -133,8 +130,7 @@ def slurm_run(cluster, config, tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_run(config, tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("local-run")
-    run_snakemake(workdir, config, TARGET, "--cores", "2", env={**clean_env(), **PINNED},
-                  timeout=600)  # fmt: skip
+    run_snakemake(workdir, config, TARGET, "--cores", "2", env=clean_env(), timeout=600)
     return workdir
 
 
@@ -225,7 +221,7 @@ def test_training_killed_at_its_time_limit_resumes_from_its_checkpoint(
 
     options = [*slurm_options(tmp_path / "slurm-logs"), "--set-resources", TIME_LIMITS]
     result = run_snakemake(workdir, config, "results/models/baseline/model.pt", *options,
-                           env={**cluster, **PINNED}, timeout=600)  # fmt: skip
+                           env=cluster, timeout=600)  # fmt: skip
     jobs = slurm_jobs(result, cluster)
     assert set(jobs["comment"]) == {"rule_train_model_wildcards_baseline"}
     assert jobs["state"].tolist() == ["TIMEOUT", "COMPLETED"], jobs

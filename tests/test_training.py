@@ -278,7 +278,7 @@ def test_same_settings_give_identical_weights_and_a_new_seed_different_ones(coho
 
 def test_log_model_extra_and_checkpoint_after_completion(cohort, tmp_path):
     settings = TrainSettings(strategy="baseline", **TINY)
-    run(settings, cohort, tmp_path)
+    weights = run(settings, cohort, tmp_path)
     rows = read_log(tmp_path / "log.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert tuple(rows[0]) == LOG_COLUMNS
@@ -289,7 +289,11 @@ def test_log_model_extra_and_checkpoint_after_completion(cohort, tmp_path):
     assert extra["settings"] == asdict(settings)
     assert extra["evaluation_temperature"] == 1.0 and extra["teacher"] is None
     assert [row["epoch"] for row in extra["log"]] == [1, 2, 3]
-    assert not (tmp_path / "ckpt.pt").exists()  # deleted once the model is saved
+    assert load_checkpoint(tmp_path / "ckpt.pt")["epoch"] == 3  # kept for a killed job's retry
+
+    (tmp_path / "model.pt").unlink()  # as Snakemake does before retrying a failed job
+    assert_same_weights(weights, run(settings, cohort, tmp_path))
+    assert read_log(tmp_path / "log.csv") == rows  # no epoch trained again
 
 
 @pytest.mark.parametrize(

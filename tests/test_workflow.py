@@ -1,6 +1,9 @@
 """The real Snakefile on small configs, in temporary working directories."""
 
 import hashlib
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +16,16 @@ from conftest import ROOT, write_brats_subject
 from scipy.stats import wilcoxon
 from statsmodels.stats.multitest import multipletests
 
+import segrobust
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the project's Snakefile with ``workdir`` as working directory."""
+
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the project's Snakefile with ``workdir`` as working directory (``env``: added)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir)]
-    result = subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, **(env or {})})  # fmt: skip
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {args} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -33,6 +41,13 @@ def write_config(path: Path, base: str = "config.yaml", **sections) -> Path:
             config[key] = value
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def planned_models(result: subprocess.CompletedProcess, rule: str) -> set[str]:
+    """The ``model`` wildcard of every job of ``rule`` in a dry run."""
+    return set(
+        re.findall(rf"rule {rule}:\n(?:    .*\n)*?    wildcards: model=(\S+)", result.stdout)
+    )
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
@@ -209,9 +224,29 @@ def test_new_distillation_temperature_trains_only_that_temperature(tiny_run, tmp
     config = write_config(tmp_path / "c.yaml", **dict(TINY, training=training))
     result = snakemake(workdir, "-n", "--configfile", str(config))
     jobs = planned_jobs(result)
-    assert jobs["train_model"] == 2  # teacher_T50 and distill_T50
-    assert "teacher_T50" in result.stdout and "distill_T50" in result.stdout
+    assert planned_models(result, "train_model") == {"teacher_T50", "distill_T50"}
     assert "preprocess_subject" not in jobs and jobs["evaluate_clean"] == 1
+
+
+@pytest.mark.slow
+def test_attack_code_edit_reruns_attacks_and_only_the_training_that_uses_it(tiny_run, tmp_path):
+    workdir, config = tiny_run
+    core = tmp_path / "segrobust"  # an edited copy of the core, first on the import path
+    shutil.copytree(Path(segrobust.__file__).parent, core)
+    with open(core / "attacks.py", "a") as stream:
+        stream.write("\n# an edit\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    result = snakemake(workdir, "-n", "--configfile", str(config), env=env)
+    jobs = planned_jobs(result)
+    assert jobs["attack"] == len(list((workdir / "results" / "attacks").glob("*/*.csv")))
+    # the FGSM step of adversarial training and the noise step come from the attacks module
+    assert planned_models(result, "train_model") == {"adv_eps0.05", "noise"}
+
+
+@pytest.mark.slow
+def test_checkpoints_are_removed_once_the_workflow_succeeds(tiny_run):
+    workdir, _ = tiny_run
+    assert not list((workdir / "results" / "checkpoints").glob("*"))
 
 
 @pytest.mark.slow

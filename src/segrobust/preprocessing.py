@@ -17,16 +17,22 @@ voxel size is scaled so the physical extent is kept, for viewing in ITK-SNAP or 
 """
 
 import json
+import os
 from pathlib import Path
 
-import ants
-import nibabel as nib
-import numpy as np
-from scipy import ndimage
+# N4's result depends on ITK's thread count, which ITK reads once, when ANTsPy first runs a filter.
+# One thread everywhere makes the preprocessed arrays identical on a laptop, a CI runner and a
+# SLURM node (which sees only the CPUs it asked for).
+os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = "1"
 
-from segrobust.data import Subject, load_subject
-from segrobust.fileio import atomic_dir
-from segrobust.labels import MODALITIES, classes_to_labels, labels_to_classes
+import ants  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from segrobust.data import Subject, load_subject  # noqa: E402
+from segrobust.fileio import atomic_dir  # noqa: E402
+from segrobust.labels import MODALITIES, classes_to_labels, labels_to_classes  # noqa: E402
 
 STANDARDISATIONS = ("brain", "volume")
 

@@ -578,8 +578,10 @@ def train(
 
     Writes ``log_csv`` (:data:`LOG_COLUMNS`, one row per epoch) and ``checkpoint`` after every
     epoch, then ``model_out`` via :func:`segrobust.model.save_model` with extra = {"settings",
-    "teacher", "evaluation_temperature": 1.0, "log"}; the checkpoint is deleted once the model
-    is saved. A checkpoint of other settings, data or teacher is ignored (warning) and replaced.
+    "teacher", "evaluation_temperature": 1.0, "log"}. The final checkpoint is kept (the caller
+    deletes it once the model is safely recorded): a job killed after that point resumes at its
+    last epoch and only writes the model again. A checkpoint of other settings, data or teacher
+    is ignored (warning) and replaced.
     ``device``: None picks CUDA when available.
     """
     if isinstance(settings, Mapping):
@@ -648,4 +650,3 @@ def train(
         "log": log,
     }
     save_model(model, model_out, extra)
-    checkpoint.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ settings["examples"] = {
     **settings["examples"],
     "subjects": test[: settings["examples"]["n_subjects"]],
 }
-root = Path(snakemake.input.images[0]).parent.parent
+root = Path(snakemake.params.preprocessed)
 results = evaluate_attack(
     snakemake.wildcards.attack,
     model,

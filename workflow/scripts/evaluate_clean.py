@@ -14,7 +14,7 @@ log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device = select_device(snakemake.params.device)
 model, _ = load_model(snakemake.input.model, map_location=device)
-root = Path(snakemake.input.images[0]).parent.parent
+root = Path(snakemake.params.preprocessed)
 results = evaluate_clean(
     model,
     snakemake.wildcards.model,

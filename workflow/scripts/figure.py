@@ -30,7 +30,7 @@ def clean_prediction(model):
 
 if name in ("fig1", "fig5"):
     subject = read_split(snakemake.input.split, "test")[0]  # the first example subject
-    volume = open_volume(Path(snakemake.input.images[0]).parent.parent / subject)
+    volume = open_volume(Path(snakemake.params.preprocessed) / subject)
     image, truth = np.asarray(volume.image), np.asarray(volume.label)
 if name == "fig1":
     examples = {"none": plots.Segmented(image, clean_prediction("baseline"))}

@@ -1,15 +1,10 @@
 """N4 + resize + standardise one subject into the memory-mappable training format."""
 
-import os
 from pathlib import Path
 
-# ITK's N4 result depends on its thread count: pin it to the job's threads (before ANTsPy loads)
-# so a SLURM job and a local run of the same config write the same arrays.
-os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(snakemake.threads)
-
-from segrobust.data import FILE_KINDS, Subject  # noqa: E402
-from segrobust.logs import log_to_file  # noqa: E402
-from segrobust.preprocessing import preprocess_subject  # noqa: E402
+from segrobust.data import FILE_KINDS, Subject
+from segrobust.logs import log_to_file
+from segrobust.preprocessing import preprocess_subject
 
 log = log_to_file(snakemake.log[0])
 subject = Subject(

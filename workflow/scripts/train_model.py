@@ -11,7 +11,7 @@ from segrobust.training import train
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-root = Path(snakemake.input.images[0]).parent.parent
+root = Path(snakemake.params.preprocessed)
 train(
     snakemake.params.settings,
     train_dirs=[root / s for s in read_split(snakemake.input.split, "train")],
