@@ -133,14 +133,15 @@ def teacher_of(wildcards):
 
 def attacks_of(model):
     """The attack families run on ``model``: fgsm_T on distilled students only, transfer_fgsm
-    on every model but its source."""
-    families = config["attacks"]["families"]
+    on every model but its source, those of attacks.baseline_only on the baseline only."""
+    attacks = config["attacks"]
     strategy = parse_model(model)[0]
     return [
         a
-        for a in families
+        for a in attacks["families"]
         if not (a == "fgsm_T" and strategy != "distill_student")
-        and not (a == "transfer_fgsm" and model == config["attacks"]["transfer_fgsm"]["source"])
+        and not (a == "transfer_fgsm" and model == attacks["transfer_fgsm"]["source"])
+        and not (a in attacks["baseline_only"] and model != "baseline")
     ]
 
 

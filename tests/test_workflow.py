@@ -75,11 +75,15 @@ def test_dry_run_of_the_paper_config_on_a_fake_brats_tree(tmp_path):
     root = tmp_path / "Brats17"
     for i in range(6):
         write_brats_subject(root, f"Brats17_F{i:02d}_1", "HGG" if i < 4 else "LGG")
-    config = write_config(tmp_path / "c.yaml", "brats2017.yaml", data={"root": str(root)})
-    result = snakemake(tmp_path, "-n", "--configfile", str(config))
+    configs = [str(ROOT / "config" / name) for name in ("brats2017.yaml", "no_gpu.yaml")]
+    result = snakemake(
+        tmp_path, "-n", "--configfile", *configs, "--config", f"data={{root: {root}}}"
+    )
     jobs = planned_jobs(result)
     assert jobs["preprocess_subject"] == 6
     assert "synthesize_cohort" not in jobs
+    gpus = re.findall(r"rule train_model:\n(?:    .*\n)*?    resources: .*gpu=(\d+)", result.stdout)
+    assert len(gpus) == jobs["train_model"] and set(gpus) == {"0"}  # the README's no-GPU overlay
 
 
 @pytest.mark.parametrize(
@@ -254,8 +258,7 @@ def test_same_seed_gives_identical_raw_data_and_split(tiny_run, tmp_path):
     workdir, config = tiny_run
     raw = _checksums(workdir / "results" / "raw")
     assert len(raw) == 12 * 5
-    snakemake(tmp_path, "--cores", "2", "--configfile", str(config), "--until", "split",
-              "synthesize_cohort")  # fmt: skip
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(config), "--until", "split")
     assert _checksums(tmp_path / "results" / "raw") == raw
     split = (workdir / "results" / "split.csv").read_bytes()
     assert (tmp_path / "results" / "split.csv").read_bytes() == split

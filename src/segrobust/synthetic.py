@@ -35,20 +35,21 @@ MIN_SIZE = 16
 # with bright oedema and necrosis; FLAIR with suppressed CSF and bright oedema.
 _CONTRAST: dict[str, tuple[float, ...]] = {
     "t1": (1.00, 0.78, 0.35, 0.76, 0.50, 0.80),
-    "t1ce": (1.00, 0.80, 0.38, 0.78, 0.45, 1.70),
+    "t1ce": (1.00, 0.80, 0.38, 0.78, 0.45, 2.10),
     "t2": (0.55, 0.75, 1.60, 1.12, 1.35, 0.95),
     "flair": (0.85, 1.00, 0.35, 1.45, 1.05, 1.20),
 }
-# LGG-like label 1 is solid non-enhancing tumour rather than necrosis: T1-hypointense but less
-# dark than necrosis on T1ce, homogeneously bright on T2 and FLAIR.
-_LGG_CORE: dict[str, float] = {"t1": 0.62, "t1ce": 0.66, "t2": 1.38, "flair": 1.30}
-# Relative standard deviation of each tissue's smooth texture (order TISSUES).
+# LGG-like label 1 is solid non-enhancing tumour rather than necrosis: T1- and T1ce-hypointense
+# (a little less dark than necrosis), bright on T2 and FLAIR, and more homogeneous.
+_LGG_CORE: dict[str, float] = {"t1": 0.58, "t1ce": 0.52, "t2": 1.38, "flair": 1.30}
+# Relative standard deviation of each tissue's smooth texture (order TISSUES), HGG and LGG.
 _TEXTURE = np.array([0.05, 0.06, 0.06, 0.12, 0.18, 0.12], dtype=np.float32)
+_LGG_TEXTURE = np.array([0.05, 0.06, 0.06, 0.12, 0.08, 0.12], dtype=np.float32)
 # Per-subject log-normal jitter of tissue means (normal tissue, tumour).
 _JITTER = (0.05, 0.08)
 _WT_FRACTION = (0.06, 0.15)  # whole tumour / brain volume
-_CORE_FRACTION = {"HGG": (0.40, 0.70), "LGG": (0.50, 0.80)}  # core / whole tumour
-_RIM = (0.12, 0.18)  # enhancing rim thickness, normalised units (HGG)
+_CORE_FRACTION = {"HGG": (0.40, 0.70), "LGG": (0.30, 0.60)}  # core / whole tumour
+_RIM = (0.16, 0.24)  # enhancing rim thickness, normalised units (HGG)
 _MIN_NECROSIS = (0.10, 0.30)  # lowest necrosis / core fraction (HGG), wins over the rim
 
 
@@ -310,12 +311,13 @@ def make_subject(
     vessels = _vessels(rng, shape, width) * (normal > 0.5)
     scales = rng.uniform(600, 1400, len(MODALITIES))
 
+    texture_sd = _LGG_TEXTURE if grade == "LGG" else _TEXTURE
     images = {}
     for m, modality in enumerate(MODALITIES):
         signal = np.zeros(shape, np.float32)
         for t, frac in enumerate(fractions):
             texture = textures[m] if t < 3 else tumour_textures[m]
-            signal += frac * (means[m, t] * (1 + _TEXTURE[t] * texture))
+            signal += frac * (means[m, t] * (1 + texture_sd[t] * texture))
         if modality == "t1ce":
             signal *= 1 + 0.5 * vessels  # enhancing vessels: bright on T1ce but not tumour
         signal *= np.exp(np.float32(bias_strength) * biases[m])
