@@ -152,10 +152,13 @@ def attack_results():
 def attack_settings(wildcards):
     """Only the settings the attack family ``wildcards.attack`` depends on."""
     cfg = config["attacks"]
-    return {
+    settings = {
         key: cfg[key]
         for key in ("loss", "gamma", "mask", "eval_batch", "examples", wildcards.attack)
     }
+    if wildcards.attack in ("ifgsm", "tifgsm"):  # the iterate Table 1 and Fig. 1 report
+        settings["table1_iteration"] = config["statistics"]["table1_iteration"]
+    return settings
 
 
 def transfer_source(wildcards):
@@ -168,6 +171,12 @@ def table1_rows():
     """(attack, ε, iteration or None for the last) rows of Table 1 for the configured attacks."""
     stats, attacks = config["statistics"], config["attacks"]
     families = attacks["families"]
+    for a in ("ifgsm", "tifgsm"):
+        if a in families and stats["table1_iteration"] > attacks[a]["steps"]:
+            raise ValueError(
+                f"statistics.table1_iteration = {stats['table1_iteration']} exceeds "
+                f"attacks.{a}.steps = {attacks[a]['steps']}: that iterate is never computed"
+            )
     rows = [["fgsm", stats["table1_fgsm_eps"], 1]] if "fgsm" in families else []
     rows += [[a, attacks[a]["eps"], stats["table1_iteration"]] for a in ("ifgsm", "tifgsm") if a in families]
     rows += [[a, attacks[a]["eps"], None] for a in ("pgd", "segpgd") if a in families]

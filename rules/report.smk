@@ -60,6 +60,7 @@ rule figure:
         preprocessed=PREPROCESSED,
         figures=config["figures"],
         attacks=config["attacks"],
+        table1_iteration=config["statistics"]["table1_iteration"],
         robust_eps=config["statistics"]["table1_fgsm_eps"],
         code=code_digest("plots", "statistics", "evaluation", "data"),
     log:

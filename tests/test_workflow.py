@@ -43,11 +43,14 @@ def write_config(path: Path, base: str = "config.yaml", **sections) -> Path:
     return path
 
 
+def planned_fields(result: subprocess.CompletedProcess, rule: str, pattern: str) -> list[str]:
+    """The match of ``pattern`` (one regex group) in the details of each job of ``rule``."""
+    return re.findall(rf"rule {rule}:\n(?:    .*\n)*?    {pattern}", result.stdout)
+
+
 def planned_models(result: subprocess.CompletedProcess, rule: str) -> set[str]:
     """The ``model`` wildcard of every job of ``rule`` in a dry run."""
-    return set(
-        re.findall(rf"rule {rule}:\n(?:    .*\n)*?    wildcards: model=(\S+)", result.stdout)
-    )
+    return set(planned_fields(result, rule, r"wildcards: model=(\S+)"))
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
@@ -82,7 +85,7 @@ def test_dry_run_of_the_paper_config_on_a_fake_brats_tree(tmp_path):
     jobs = planned_jobs(result)
     assert jobs["preprocess_subject"] == 6
     assert "synthesize_cohort" not in jobs
-    gpus = re.findall(r"rule train_model:\n(?:    .*\n)*?    resources: .*gpu=(\d+)", result.stdout)
+    gpus = planned_fields(result, "train_model", r"resources: .*gpu=(\d+)")
     assert len(gpus) == jobs["train_model"] and set(gpus) == {"0"}  # the README's no-GPU overlay
 
 
@@ -96,6 +99,7 @@ def test_dry_run_of_the_paper_config_on_a_fake_brats_tree(tmp_path):
         ({"seed": "abc"}, "abc"),
         ({"attacks": {"fgsm": {"epsilons": [-0.05]}}}, "-0.05"),
         ({"training": {"adversarial": {"epsilons": [-0.01]}}}, "-0.01"),
+        ({"statistics": {"table1_iteration": 30}}, "statistics.table1_iteration = 30 exceeds"),
     ],
 )
 def test_bad_config_stops_with_the_key_named(tmp_path, sections, message):
@@ -140,7 +144,7 @@ TINY = {
         "realistic": {"severities": [1, 3]},
         "examples": {"n_subjects": 1},
     },
-    "statistics": {"n_boot": 200, "table1_iteration": 3},
+    "statistics": {"n_boot": 200, "table1_iteration": 2},  # an intermediate iterate
 }  # fmt: skip
 
 
@@ -176,6 +180,9 @@ def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
     for name in ("table1", "table2"):
         for ext in ("csv", "md", "tex"):
             assert (results / "tables" / f"{name}.{ext}").stat().st_size > 100
+    table1 = pd.read_csv(results / "tables" / "table1.csv").set_index("attack")
+    assert table1.loc[["ifgsm", "tifgsm"], "iteration"].tolist() == [2, 2]
+    assert table1.drop(index="none")["ssim_mean"].between(0, 1).all()  # every attack row
     assert planned_jobs(snakemake(workdir, "-n", "--configfile", str(config))) == {}
 
 
@@ -248,9 +255,17 @@ def test_attack_code_edit_reruns_attacks_and_only_the_training_that_uses_it(tiny
 
 
 @pytest.mark.slow
-def test_checkpoints_are_removed_once_the_workflow_succeeds(tiny_run):
-    workdir, _ = tiny_run
-    assert not list((workdir / "results" / "checkpoints").glob("*"))
+def test_checkpoints_of_finished_models_are_removed_once_the_workflow_succeeds(tiny_run):
+    workdir, config = tiny_run
+    checkpoints = workdir / "results" / "checkpoints"
+    assert not list(checkpoints.glob("*"))
+    finished, unfinished = checkpoints / "baseline.ckpt", checkpoints / "adv_eps0.5.ckpt"
+    for path in (finished, unfinished):
+        path.write_bytes(b"")
+    (workdir / "results" / "tables" / "table1.md").unlink()  # one quick job to run
+    snakemake(workdir, "--cores", "1", "--configfile", str(config))
+    assert not finished.exists() and unfinished.exists()  # no model.pt: may still resume
+    unfinished.unlink()
 
 
 @pytest.mark.slow

@@ -174,10 +174,11 @@ def load_example(stem: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.moveaxis(image, -1, 0), read_classes(f"{stem}_pred.nii.gz")
 
 
-def _is_final(item: Perturbed, attack: str, settings: Mapping) -> bool:
-    """Whether ``item`` is a setting reported in tables (not an intermediate iterate)."""
+def _is_reported(item: Perturbed, attack: str, settings: Mapping) -> bool:
+    """Whether tables and example figures show ``item``: of an iterative attack, only the
+    iterate Table 1 reports (``settings["table1_iteration"]``)."""
     if attack in ("ifgsm", "tifgsm"):
-        return item.step == settings[attack]["steps"]
+        return item.step == settings["table1_iteration"]
     return True
 
 
@@ -200,10 +201,11 @@ def evaluate_attack(
 
     ``settings`` is the workflow's ``attacks`` config: ``loss``, ``gamma``, ``mask`` (perturb
     brain voxels only), ``eval_batch`` (FGSM-sweep inputs per forward), one entry per family,
-    and ``examples`` (``subjects`` and ``eps``): for those subjects the adversarial input of
-    each final setting (one-step attacks: only at the listed ε) and its prediction are written
-    to ``examples_dir`` as NIfTI. Intermediate
-    iterates get PSNR/RMSE/norms but no SSIM (its cost). Clean inputs are not repeated here.
+    ``examples`` (``subjects`` and ``eps``) and, for i-FGSM / ti-FGSM, ``table1_iteration``.
+    For the example subjects the adversarial input of each reported setting (one-step attacks:
+    only at the listed ε; iterative ones: iterate ``table1_iteration``) and its prediction are
+    written to ``examples_dir`` as NIfTI. Other iterates get PSNR/RMSE/norms but no SSIM (its
+    cost). Clean inputs are not repeated here.
     """
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; expected one of {ATTACKS}")
@@ -227,15 +229,15 @@ def evaluate_attack(
                         logits = model(item.x)
                 pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
                 adv = item.x[0].float().cpu().numpy()
-                final = _is_final(item, attack, settings)
+                reported = _is_reported(item, attack, settings)
                 rows += result_rows(
                     model=model_name, attack=item.kind, subject=volume.name,
                     dice=dice_regions(pred, truth), eps=item.eps, iteration=item.step,
-                    quality=image_quality(clean, adv, ssim=final), severity=item.severity,
+                    quality=image_quality(clean, adv, ssim=reported), severity=item.severity,
                     source_model=source_name if attack == "transfer_fgsm" else model_name,
                 )  # fmt: skip
                 listed = np.isnan(item.eps) or item.step > 1 or item.eps in examples["eps"]
-                if examples_dir and volume.name in examples["subjects"] and final and listed:
+                if examples_dir and volume.name in examples["subjects"] and reported and listed:
                     stem = example_stem(examples_dir, volume.name, item)
                     save_nifti(adv, directory, Path(f"{stem}_image.nii.gz"))
                     save_nifti(pred, directory, Path(f"{stem}_pred.nii.gz"))

@@ -35,8 +35,9 @@ if name in ("fig1", "fig5"):
 if name == "fig1":
     examples = {"none": plots.Segmented(image, clean_prediction("baseline"))}
     examples["fgsm"] = example("baseline", "fgsm", opts["fig1_eps"], 1)
+    step = snakemake.params.table1_iteration
     for kind in ("ifgsm", "tifgsm"):
-        examples[kind] = example("baseline", kind, attacks[kind]["eps"], attacks[kind]["steps"])
+        examples[kind] = example("baseline", kind, attacks[kind]["eps"], step)
     fig = plots.figure1(truth, examples, modality=opts["modality"])
 elif name == "fig5":
     models = sorted({Path(p).parent.name for p in snakemake.input.predictions})
