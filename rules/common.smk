@@ -171,14 +171,16 @@ def table1_rows():
     """(attack, ε, iteration or None for the last) rows of Table 1 for the configured attacks."""
     stats, attacks = config["statistics"], config["attacks"]
     families = attacks["families"]
-    for a in ("ifgsm", "tifgsm"):
-        if a in families and stats["table1_iteration"] > attacks[a]["steps"]:
+    iteration = stats["table1_iteration"]
+    iterative = [a for a in ("ifgsm", "tifgsm") if a in families]
+    for a in iterative:
+        if iteration > attacks[a]["steps"]:
             raise ValueError(
-                f"statistics.table1_iteration = {stats['table1_iteration']} exceeds "
-                f"attacks.{a}.steps = {attacks[a]['steps']}: that iterate is never computed"
+                f"statistics.table1_iteration = {iteration} exceeds attacks.{a}.steps = "
+                f"{attacks[a]['steps']}: that iterate is never computed"
             )
     rows = [["fgsm", stats["table1_fgsm_eps"], 1]] if "fgsm" in families else []
-    rows += [[a, attacks[a]["eps"], stats["table1_iteration"]] for a in ("ifgsm", "tifgsm") if a in families]
+    rows += [[a, attacks[a]["eps"], iteration] for a in iterative]
     rows += [[a, attacks[a]["eps"], None] for a in ("pgd", "segpgd") if a in families]
     return rows
 
