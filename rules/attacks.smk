@@ -1,28 +1,29 @@
-# Attack sweeps and realistic perturbations per (model, attack family).
+# Attack sweeps and realistic perturbations per (model, training seed, attack family).
 
 
 rule attack:
     input:
         unpack(transfer_source),
-        model=f"{R}/models/{{model}}/model.pt",
+        model=f"{R}/models/{MODEL_DIR}/model.pt",
         split=f"{R}/split.csv",
     output:
-        results=f"{R}/attacks/{{model}}/{{attack}}.csv",
-        examples=directory(f"{R}/attacks/{{model}}/{{attack}}_examples"),
+        results=f"{R}/attacks/{MODEL_DIR}/{{attack}}.csv",
+        examples=directory(f"{R}/attacks/{MODEL_DIR}/{{attack}}_examples"),
     params:
         preprocessed=PREPROCESSED,
         settings=attack_settings,
         source_name=config["attacks"]["transfer_fgsm"]["source"],
-        seed=config["seed"],
+        attack_seed=config["seed"],
         amp=config["training"]["amp"],
+        conv_kernel=config["training"]["conv_kernel"],
         device=config["training"]["device"],
         code=code_digest(
             "evaluation", "attacks", "perturbations", "metrics", "model", "losses", "data"
         ),
     log:
-        f"{LOGS}/attack/{{model}}/{{attack}}.log",
+        f"{LOGS}/attack/{MODEL_DIR}/{{attack}}.log",
     benchmark:
-        f"{BENCH}/attack/{{model}}/{{attack}}.tsv"
+        f"{BENCH}/attack/{MODEL_DIR}/{{attack}}.tsv"
     threads: 1
     resources:
         gpu=config["resources"]["gpu"],

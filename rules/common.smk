@@ -67,6 +67,9 @@ def _models():
 
 
 MODELS = _models()
+SEEDS = config["training"]["seeds"]
+# one spelling of a trained replicate in every path: <model>/seed<seed>
+MODEL_DIR = "{model}/seed{seed}"
 
 
 def parse_model(model):
@@ -85,8 +88,8 @@ def parse_model(model):
     return model, 1.0, 0.0
 
 
-def train_settings(model):
-    """Everything model ``model`` depends on (segrobust.training.TrainSettings fields)."""
+def train_settings(model, seed):
+    """Everything replicate ``seed`` of ``model`` depends on (TrainSettings fields)."""
     strategy, temperature, epsilon = parse_model(model)
     train = config["training"]
     settings = {
@@ -94,13 +97,14 @@ def train_settings(model):
         "epochs": train["epochs"],
         "lr": train["lr"],
         "batch_size": train["batch_size"],
-        "seed": config["seed"],
+        "seed": int(seed),
         "loss_variant": config["loss"]["variant"],
         "gamma": config["loss"]["gamma"],
         "temperature": temperature,
         "epsilon": epsilon,
         "augment": train["augment"],
         "amp": train["amp"],
+        "conv_kernel": train["conv_kernel"],
         **config["model"],
     }
     if strategy in ("distill_teacher", "distill_student"):
@@ -125,10 +129,11 @@ def training_code(wildcards):
 
 
 def teacher_of(wildcards):
+    """The teacher of a distilled student: the same seed's teacher at the same T."""
     strategy, temperature, _ = parse_model(wildcards.model)
     if strategy != "distill_student":
         return {}
-    return {"teacher": f"{R}/models/teacher_T{fmt(temperature)}/model.pt"}
+    return {"teacher": f"{R}/models/teacher_T{fmt(temperature)}/seed{wildcards.seed}/model.pt"}
 
 
 def attacks_of(model):
@@ -146,7 +151,9 @@ def attacks_of(model):
 
 
 def attack_results():
-    return [f"{R}/attacks/{m}/{a}.csv" for m in MODELS for a in attacks_of(m)]
+    return [
+        f"{R}/attacks/{m}/seed{s}/{a}.csv" for m in MODELS for s in SEEDS for a in attacks_of(m)
+    ]
 
 
 def attack_settings(wildcards):
@@ -162,9 +169,11 @@ def attack_settings(wildcards):
 
 
 def transfer_source(wildcards):
+    """The model transfer FGSM is crafted on: the source of the same seed."""
     if wildcards.attack != "transfer_fgsm":
         return {}
-    return {"source": f"{R}/models/{config['attacks']['transfer_fgsm']['source']}/model.pt"}
+    source = config["attacks"]["transfer_fgsm"]["source"]
+    return {"source": f"{R}/models/{source}/seed{wildcards.seed}/model.pt"}
 
 
 def table1_rows():
@@ -183,6 +192,15 @@ def table1_rows():
     rows += [[a, attacks[a]["eps"], iteration] for a in iterative]
     rows += [[a, attacks[a]["eps"], None] for a in ("pgd", "segpgd") if a in families]
     return rows
+
+
+def replicate_conditions():
+    """(attack, ε) settings under which every defence is compared with the baseline across
+    seeds: Table 2's FGSM budgets, then PGD and SegPGD at their budgets when configured."""
+    attacks = config["attacks"]
+    conditions = [["fgsm", e] for e in config["statistics"]["table2_eps"]]
+    conditions += [[a, attacks[a]["eps"]] for a in ("pgd", "segpgd") if a in attacks["families"]]
+    return conditions
 
 
 def _figures():
@@ -215,15 +233,17 @@ FIGURES = _figures()
 
 
 def figure_inputs(wildcards):
-    """Example volumes and predictions that the image figures (1 and 5) show."""
+    """Example volumes and predictions that the image figures (1 and 5) show: of the first
+    seed's replicates."""
     if wildcards.figure not in ("fig1", "fig5"):
         return {}
     models = ["baseline"] if wildcards.figure == "fig1" else MODELS
     attacks = ("fgsm", "ifgsm", "tifgsm") if wildcards.figure == "fig1" else ("fgsm",)
+    seed = SEEDS[0]
     return {
         "split": f"{R}/split.csv",
-        "examples": [f"{R}/attacks/{m}/{a}_examples" for m in models for a in attacks],
-        "predictions": [f"{R}/evaluation/{m}/predictions" for m in models],
+        "examples": [f"{R}/attacks/{m}/seed{seed}/{a}_examples" for m in models for a in attacks],
+        "predictions": [f"{R}/evaluation/{m}/seed{seed}/predictions" for m in models],
     }
 
 
@@ -231,16 +251,18 @@ def remove_finished_checkpoints():
     """Delete the checkpoints of models that exist. Kept until the workflow succeeds, the final
     one lets a job killed after saving its model (a time limit hit at the very end, which makes
     Snakemake remove the model) be retried without training again."""
-    for ckpt in Path(R, "checkpoints").glob("*.ckpt"):
-        if Path(R, "models", ckpt.stem, "model.pt").exists():
+    for ckpt in Path(R, "checkpoints").glob("*/*.ckpt"):
+        if Path(R, "models", ckpt.parent.name, ckpt.stem, "model.pt").exists():
             ckpt.unlink()
 
 
 def all_targets():
     return [
         f"{R}/split.csv",
-        *expand(f"{R}/evaluation/{{model}}/clean.csv", model=MODELS),
+        *expand(f"{R}/evaluation/{MODEL_DIR}/clean.csv", model=MODELS, seed=SEEDS),
         f"{R}/tables/table1.md",
         f"{R}/tables/table2.md",
+        f"{R}/tables/replicates.md",
+        f"{R}/summary.md",
         *expand(f"{R}/figures/{{figure}}.png", figure=FIGURES),
     ]

@@ -3,7 +3,7 @@
 
 rule collect_results:
     input:
-        clean=expand(f"{R}/evaluation/{{model}}/clean.csv", model=MODELS),
+        clean=expand(f"{R}/evaluation/{MODEL_DIR}/clean.csv", model=MODELS, seed=SEEDS),
         attacks=attack_results(),
     output:
         f"{R}/results.csv",
@@ -22,13 +22,13 @@ rule tables:
         f"{R}/results.csv",
     output:
         **{
-            f"{t}_{kind}": report(
-                f"{R}/tables/{t}.{ext}",
-                caption=f"../report/{t}.rst",
-                category="Tables",
-            )
+            f"{t}_{kind}": f"{R}/tables/{t}.{kind}"
             for t in ("table1", "table2")
-            for kind, ext in (("csv", "csv"), ("md", "md"), ("tex", "tex"))
+            for kind in ("csv", "md", "tex")
+        },
+        **{
+            f"{t}_html": report(f"{R}/tables/{t}.html", caption=f"../report/{t}.rst", category="Tables")
+            for t in ("table1", "table2")
         },
         table1_tests=f"{R}/tables/table1_tests.csv",
         table2_tests=f"{R}/tables/table2_tests.csv",
@@ -62,6 +62,7 @@ rule figure:
         attacks=config["attacks"],
         table1_iteration=config["statistics"]["table1_iteration"],
         robust_eps=config["statistics"]["table1_fgsm_eps"],
+        example_seed=SEEDS[0],
         code=code_digest("plots", "statistics", "evaluation", "data"),
     log:
         f"{LOGS}/figure/{{figure}}.log",
@@ -69,3 +70,43 @@ rule figure:
         ENV
     script:
         "../workflow/scripts/figure.py"
+
+
+rule replicates:
+    input:
+        f"{R}/results.csv",
+    output:
+        csv=f"{R}/tables/replicates.csv",
+        md=f"{R}/tables/replicates.md",
+        html=report(
+            f"{R}/tables/replicates.html", caption="../report/replicates.rst", category="Tables"
+        ),
+    params:
+        conditions=replicate_conditions(),
+        statistics=config["statistics"],
+        seed=config["seed"],
+        code=code_digest("replicates", "statistics"),
+    log:
+        f"{LOGS}/replicates.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/replicates.py"
+
+
+rule summary:
+    input:
+        results=f"{R}/results.csv",
+        verdicts=f"{R}/tables/replicates.csv",
+    output:
+        md=f"{R}/summary.md",
+        html=report(f"{R}/summary.html", caption="../report/summary.rst", category="Summary"),
+    params:
+        fgsm_eps=config["statistics"]["table1_fgsm_eps"],
+        code=code_digest("summary", "statistics"),
+    log:
+        f"{LOGS}/summary.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/summary.py"

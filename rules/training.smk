@@ -1,4 +1,4 @@
-# One trained model per (family, T or ε); its clean evaluation on the test split.
+# One trained model per (family, T or ε) and training seed; its clean evaluation on the test split.
 
 
 rule train_model:
@@ -6,18 +6,18 @@ rule train_model:
         unpack(teacher_of),
         split=f"{R}/split.csv",
     output:
-        model=f"{R}/models/{{model}}/model.pt",
-        log_csv=f"{R}/models/{{model}}/training_log.csv",
+        model=f"{R}/models/{MODEL_DIR}/model.pt",
+        log_csv=f"{R}/models/{MODEL_DIR}/training_log.csv",
     params:
         preprocessed=PREPROCESSED,
-        settings=lambda wildcards: train_settings(wildcards.model),
-        checkpoint=lambda wildcards: f"{R}/checkpoints/{wildcards.model}.ckpt",
+        settings=lambda wildcards: train_settings(wildcards.model, wildcards.seed),
+        checkpoint=lambda wildcards: f"{R}/checkpoints/{wildcards.model}/seed{wildcards.seed}.ckpt",
         device=config["training"]["device"],
         code=training_code,
     log:
-        f"{LOGS}/train_model/{{model}}.log",
+        f"{LOGS}/train_model/{MODEL_DIR}.log",
     benchmark:
-        f"{BENCH}/train_model/{{model}}.tsv"
+        f"{BENCH}/train_model/{MODEL_DIR}.tsv"
     threads: 1
     resources:
         gpu=config["resources"]["gpu"],
@@ -31,20 +31,21 @@ rule train_model:
 
 rule evaluate_clean:
     input:
-        model=f"{R}/models/{{model}}/model.pt",
+        model=f"{R}/models/{MODEL_DIR}/model.pt",
         split=f"{R}/split.csv",
     output:
-        results=f"{R}/evaluation/{{model}}/clean.csv",
-        predictions=directory(f"{R}/evaluation/{{model}}/predictions"),
+        results=f"{R}/evaluation/{MODEL_DIR}/clean.csv",
+        predictions=directory(f"{R}/evaluation/{MODEL_DIR}/predictions"),
     params:
         preprocessed=PREPROCESSED,
         amp=config["training"]["amp"],
+        conv_kernel=config["training"]["conv_kernel"],
         device=config["training"]["device"],
         code=code_digest("evaluation", "model", "metrics", "data"),
     log:
-        f"{LOGS}/evaluate_clean/{{model}}.log",
+        f"{LOGS}/evaluate_clean/{MODEL_DIR}.log",
     benchmark:
-        f"{BENCH}/evaluate_clean/{{model}}.tsv"
+        f"{BENCH}/evaluate_clean/{MODEL_DIR}.tsv"
     threads: 1
     resources:
         gpu=config["resources"]["gpu"],

@@ -402,7 +402,7 @@ def test_table1_layout_and_asterisks(t1, results):
     assert (d.loc[0, ["Input PSNR", "Input SSIM", "Input RMSE"]] == "-").all()
     assert not d.loc[0, ["Dice TC", "Dice ET", "Dice WT"]].str.endswith("*").any()
     for col in ("Dice TC", "Dice ET", "Dice WT"):
-        assert d.loc[1:, col].str.fullmatch(r"\d\.\d{3}±\d\.\d{3}\*").all()
+        assert d.loc[1:, col].str.fullmatch(r"\d\.\d{3}±\d\.\d{3} ↓\*").all()  # lower
     assert d.loc[1:, "Input PSNR"].str.fullmatch(r"\d+\.\d{2}±\d\.\d{2}").all()
     # iterative attacks use their final iteration (10)
     assert list(t1.numeric["iteration"]) == [0, 1, 10, 10]
@@ -457,27 +457,32 @@ def test_table2_layout_and_asterisks(t2):
         "Dice ε=0",
         "Dice ε=0.05",
         "Dice ε=0.1",
-        "p ε=0",
-        "p ε=0.05",
-        "p ε=0.1",
+        "p ε=0 (raw / adj)",
+        "p ε=0.05 (raw / adj)",
+        "p ε=0.1 (raw / adj)",
     ]
     base = d[num["model"] == "baseline"]
     distill = d[num["model"] == "distill_T20"]
     adv = d[num["model"] == "adv_eps0.05"]
-    assert (base[["p ε=0", "p ε=0.05", "p ε=0.1"]] == "-").all().all()
-    # distillation drops far less than the baseline: significant at eps > 0
-    assert distill["Dice ε=0.05"].str.endswith("*").all()
-    assert distill["Dice ε=0.1"].str.endswith("*").all()
+    p_cols = ["p ε=0 (raw / adj)", "p ε=0.05 (raw / adj)", "p ε=0.1 (raw / adj)"]
+    assert (base[p_cols] == "- / -").all().all()
+    # distillation drops far less than the baseline: significantly higher at eps > 0
+    assert distill["Dice ε=0.05"].str.endswith(" ↑*").all()
+    assert distill["Dice ε=0.1"].str.endswith(" ↑*").all()
     # same clean Dice for every model: all differences zero, p = 1, no asterisk
-    assert (distill["p ε=0"] == "1.0000").all()
+    assert (distill["p ε=0 (raw / adj)"] == "1.0000 / 1.0000").all()
     assert not d["Dice ε=0"].str.endswith("*").any()
     assert t2.tests.loc[t2.tests["eps"] == 0, "note"].eq("all differences zero").all()
     # adversarial model drops like the baseline (different noise): not significant
     assert not adv["Dice ε=0.05"].str.endswith("*").any()
     assert len(t2.tests) == 2 * 3 * 3  # 2 models x 3 eps x 3 regions, one family
     assert (t2.tests["family"] == "table2").all()
-    shown = num.loc[num["model"] == "distill_T20", "dice_eps0.05_p_adj"].map(S.format_p)
-    assert list(shown) == list(distill["p ε=0.05"])
+    rows = num.loc[num["model"] == "distill_T20"]
+    shown = [
+        S.format_p_pair(p, q)
+        for p, q in zip(rows["dice_eps0.05_p"], rows["dice_eps0.05_p_adj"], strict=True)
+    ]
+    assert shown == list(distill["p ε=0.05 (raw / adj)"])
 
 
 def test_writers_produce_parseable_files(t1, t2, tmp_path):
@@ -529,7 +534,9 @@ def test_table2_options_and_errors(results):
         correction="holm",
     )
     assert list(t.display["Defense Type"]) == ["No Defense", "AT-0.05"]
-    assert list(t.display.columns[2:]) == ["Dice ε=0", "Dice ε=0.1", "p ε=0", "p ε=0.1"]
+    assert list(t.display.columns[2:]) == [
+        "Dice ε=0", "Dice ε=0.1", "p ε=0 (raw / adj)", "p ε=0.1 (raw / adj)",
+    ]  # fmt: skip
     assert set(t.tests["eps"]) == {0.0, 0.1} and (t.tests["correction"] == "holm").all()
     with pytest.raises(ValueError, match="matches no rows"):
         S.table2(results, n_boot=50, seed=0, eps=(0.0, 0.2))

@@ -29,6 +29,7 @@ from segrobust.training import (
     TrainSettings,
     adversarial_step,
     augment,
+    epoch_line,
     load_checkpoint,
     noise_step,
     open_volume,
@@ -102,6 +103,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
         ({"update": "interleaved"}, "update"),
         ({"augment": "yes"}, "augment"),
         ({"amp": "fp16"}, "amp"),
+        ({"conv_kernel": "im2col"}, "conv_kernel"),
         ({"depth": 1}, "depth"),
         ({"dropout": 1.0}, "dropout"),
     ],
@@ -289,6 +291,12 @@ def test_log_model_extra_and_checkpoint_after_completion(cohort, tmp_path):
     assert extra["settings"] == asdict(settings)
     assert extra["evaluation_temperature"] == 1.0 and extra["teacher"] is None
     assert [row["epoch"] for row in extra["log"]] == [1, 2, 3]
+    assert (extra["precision"], extra["kernel"]) == ("fp32", "onednn")  # what ran, on a CPU
+    line = epoch_line(extra["log"], 3)
+    assert line.startswith("epoch 3/3  loss ") and "val Dice WT " in line
+    assert line.endswith("~0 s left")
+    first = extra["log"][0]
+    assert epoch_line([first], 3).endswith(f"~{2 * first['seconds']:.0f} s left")
     assert load_checkpoint(tmp_path / "ckpt.pt")["epoch"] == 3  # kept for a killed job's retry
 
     (tmp_path / "model.pt").unlink()  # as Snakemake does before retrying a failed job

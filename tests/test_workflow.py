@@ -50,7 +50,7 @@ def planned_fields(result: subprocess.CompletedProcess, rule: str, pattern: str)
 
 def planned_models(result: subprocess.CompletedProcess, rule: str) -> set[str]:
     """The ``model`` wildcard of every job of ``rule`` in a dry run."""
-    return set(planned_fields(result, rule, r"wildcards: model=(\S+)"))
+    return set(planned_fields(result, rule, r"wildcards: model=([^,\s]+)"))
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
@@ -131,7 +131,7 @@ TINY = {
     "preprocess": {"shape": [16, 16, 16]},
     "split": {"test_fraction": 0.34, "val_fraction": 0.1},
     "model": {"base_filters": 4, "depth": 3},
-    "training": {"epochs": 2, "distillation": {"temperatures": [20]},
+    "training": {"seeds": [1, 2], "epochs": 2, "distillation": {"temperatures": [20]},
                  "adversarial": {"epsilons": [0.05]}},
     "attacks": {
         "fgsm": {"epsilons": [0.03, 0.05, 0.1]},
@@ -167,12 +167,14 @@ def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
     table = pd.read_csv(results / "results.csv")
     models = {"baseline", "distill_T20", "adv_eps0.05", "noise"}
     assert set(table["model"]) == models
+    assert (table.groupby("model")["seed"].unique().apply(sorted) == [[1, 2]] * 4).all()
+    assert set(table["precision"]) == {"fp32"} and set(table["kernel"]) == {"onednn"}
     per_model = table.groupby("model")["attack"].unique().apply(set).to_dict()
     assert "fgsm_T" in per_model["distill_T20"] and "fgsm_T" not in per_model["baseline"]
     assert "transfer_fgsm" not in per_model["baseline"]
     assert (table.loc[table["attack"] == "transfer_fgsm", "source_model"] == "baseline").all()
     n_test = (split["split"] == "test").sum()
-    assert (table.groupby(["model", "attack", "eps", "iteration", "severity", "region"],
+    assert (table.groupby(["model", "seed", "attack", "eps", "iteration", "severity", "region"],
                           dropna=False).size() == n_test).all()  # fmt: skip
     for name in ("fig1", "fig2", "supp_fig2", "fig3", "fig4", "fig5", "robustness", "realistic"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 10_000
@@ -205,9 +207,9 @@ def test_table_pvalues_equal_an_independent_recomputation(tiny_run):
     attacked = results[(results["model"] == "baseline") & (results["attack"] == "fgsm")
                        & np.isclose(results["eps"], 0.05)]  # fmt: skip
     raw = []
-    for region in ("TC", "ET", "WT"):
-        ref = clean[clean["region"] == region].set_index("subject")["dice"]
-        cond = attacked[attacked["region"] == region].set_index("subject")["dice"]
+    for region in ("TC", "ET", "WT"):  # the paper's test on per-subject Dice averaged over seeds
+        ref = clean[clean["region"] == region].groupby("subject")["dice"].mean()
+        cond = attacked[attacked["region"] == region].groupby("subject")["dice"].mean()
         diff = (cond - ref.loc[cond.index]).to_numpy()
         expected = 1.0 if (diff == 0).all() else wilcoxon(diff).pvalue
         row = tests[(tests["region"] == region) & (tests["attack"] == "fgsm")]
@@ -225,7 +227,7 @@ def test_attack_config_change_replans_only_attacks_and_reports(tiny_run, tmp_pat
     config = write_config(tmp_path / "c.yaml", **changed)
     jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", str(config)))
     assert set(jobs) == {"attack", "collect_results", "tables", "figure", "all"}
-    assert jobs["attack"] == 4  # the fgsm sweep of each model, nothing else
+    assert jobs["attack"] == 8  # the fgsm sweep of each model and seed, nothing else
 
 
 @pytest.mark.slow
@@ -236,7 +238,8 @@ def test_new_distillation_temperature_trains_only_that_temperature(tiny_run, tmp
     result = snakemake(workdir, "-n", "--configfile", str(config))
     jobs = planned_jobs(result)
     assert planned_models(result, "train_model") == {"teacher_T50", "distill_T50"}
-    assert "preprocess_subject" not in jobs and jobs["evaluate_clean"] == 1
+    assert jobs["train_model"] == 4  # two seeds each
+    assert "preprocess_subject" not in jobs and jobs["evaluate_clean"] == 2
 
 
 @pytest.mark.slow
@@ -249,7 +252,7 @@ def test_attack_code_edit_reruns_attacks_and_only_the_training_that_uses_it(tiny
     env = {"PYTHONPATH": str(tmp_path)}
     result = snakemake(workdir, "-n", "--configfile", str(config), env=env)
     jobs = planned_jobs(result)
-    assert jobs["attack"] == len(list((workdir / "results" / "attacks").glob("*/*.csv")))
+    assert jobs["attack"] == len(list((workdir / "results" / "attacks").glob("*/seed*/*.csv")))
     # the FGSM step of adversarial training and the noise step come from the attacks module
     assert planned_models(result, "train_model") == {"adv_eps0.05", "noise"}
 
@@ -259,8 +262,10 @@ def test_checkpoints_of_finished_models_are_removed_once_the_workflow_succeeds(t
     workdir, config = tiny_run
     checkpoints = workdir / "results" / "checkpoints"
     assert not list(checkpoints.glob("*"))
-    finished, unfinished = checkpoints / "baseline.ckpt", checkpoints / "adv_eps0.5.ckpt"
+    finished = checkpoints / "baseline" / "seed1.ckpt"
+    unfinished = checkpoints / "adv_eps0.05" / "seed3.ckpt"  # no such replicate trained
     for path in (finished, unfinished):
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
     (workdir / "results" / "tables" / "table1.md").unlink()  # one quick job to run
     snakemake(workdir, "--cores", "1", "--configfile", str(config))

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -76,10 +77,12 @@ def evaluate_clean(
     device: torch.device,
     amp: bool = False,
     predictions_dir: str | Path | None = None,
+    tags: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Dice per region of ``model`` on each subject's clean input (attack "none", ε = 0).
 
-    Predicted label maps go to ``predictions_dir/<subject>.nii.gz`` when it is given.
+    Predicted label maps go to ``predictions_dir/<subject>.nii.gz`` when it is given. ``tags``
+    (``seed``, ``precision``, ``kernel``) are copied into every row.
     """
     rows = []
     for directory in map(Path, subject_dirs):
@@ -90,8 +93,9 @@ def evaluate_clean(
             save_nifti(pred, directory, Path(predictions_dir) / f"{volume.name}.nii.gz")
         dice = dice_regions(pred, np.asarray(volume.label))
         rows += result_rows(
-            model=model_name, attack="none", subject=volume.name, dice=dice, eps=0.0, iteration=0
-        )
+            model=model_name, attack="none", subject=volume.name, dice=dice, eps=0.0,
+            iteration=0, **(tags or {}),
+        )  # fmt: skip
     return results_frame(rows)
 
 
@@ -196,6 +200,7 @@ def evaluate_attack(
     source: nn.Module | None = None,
     source_name: str = "",
     examples_dir: str | Path | None = None,
+    tags: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Per-subject results of ``model`` under one attack family (module docstring).
 
@@ -205,7 +210,8 @@ def evaluate_attack(
     For the example subjects the adversarial input of each reported setting (one-step attacks:
     only at the listed ε; iterative ones: iterate ``table1_iteration``) and its prediction are
     written to ``examples_dir`` as NIfTI. Other iterates get PSNR/RMSE/norms but no SSIM (its
-    cost). Clean inputs are not repeated here.
+    cost). Clean inputs are not repeated here. ``seed`` drives the attacks' randomness;
+    ``tags`` (``seed``: the model's training seed, ``precision``, ``kernel``) go into every row.
     """
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; expected one of {ATTACKS}")
@@ -235,6 +241,7 @@ def evaluate_attack(
                     dice=dice_regions(pred, truth), eps=item.eps, iteration=item.step,
                     quality=image_quality(clean, adv, ssim=reported), severity=item.severity,
                     source_model=source_name if attack == "transfer_fgsm" else model_name,
+                    **(tags or {}),
                 )  # fmt: skip
                 listed = np.isnan(item.eps) or item.step > 1 or item.eps in examples["eps"]
                 if examples_dir and volume.name in examples["subjects"] and reported and listed:

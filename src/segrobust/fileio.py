@@ -1,4 +1,5 @@
-"""Atomic file output: write to a temporary sibling, then rename into place.
+"""Atomic file output: write to a temporary sibling, then rename into place; Markdown documents
+with their HTML rendering.
 
 A job killed mid-write (SLURM time limit, pre-emption, Ctrl-C) never leaves a half-written
 file under the final name, so Snakemake and resumed jobs only ever see complete outputs.
@@ -10,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import markdown as md
 
 
 def _umask() -> int:
@@ -60,3 +63,29 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp_path, ignore_errors=True)
         raise
+
+
+_HTML_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><style>
+body {{ font-family: sans-serif; font-size: 14px; margin: 1em; }}
+table {{ border-collapse: collapse; margin: 0.5em 0; }}
+th, td {{ border: 1px solid #bbb; padding: 2px 8px; text-align: left; }}
+th {{ background: #eee; }}
+</style></head><body>
+{body}
+</body></html>
+"""
+
+
+def write_document(
+    text: str, markdown: str | os.PathLike | None, html: str | os.PathLike | None
+) -> None:
+    """Write Markdown ``text`` as it is and rendered to a standalone HTML page (tables
+    included), both atomically: the HTML is what the Snakemake report shows inline."""
+    if markdown is not None:
+        with atomic_path(markdown) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    if html is not None:
+        with atomic_path(html) as tmp:
+            body = md.markdown(text, extensions=["tables"])
+            tmp.write_text(_HTML_PAGE.format(body=body), encoding="utf-8")

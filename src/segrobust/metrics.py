@@ -14,9 +14,9 @@
 Results schema (:data:`RESULT_COLUMNS`), one row per (model, attack, eps, iteration, subject,
 region); image-quality values repeat on the three region rows of an input:
 
-- ``model``: the evaluated model; ``source_model``: the model the perturbation was crafted on
-  (equal to ``model`` for white-box attacks, different for transfer attacks, empty for no attack
-  or realistic perturbations);
+- ``model``: the evaluated model; ``seed``: its training seed (replicates differ only in it);
+  ``source_model``: the model the perturbation was crafted on (equal to ``model`` for white-box
+  attacks, different for transfer attacks, empty for no attack or realistic perturbations);
 - ``attack``: attack or perturbation name ("none" for clean inputs);
 - ``eps``: relative budget ε (0 for clean inputs, NaN where not applicable);
 - ``iteration``: gradient steps that produced the input (0 clean or random start, 1 FGSM, k for
@@ -24,7 +24,8 @@ region); image-quality values repeat on the three region rows of an input:
 - ``severity``: level of a realistic perturbation (NaN for adversarial attacks);
 - ``subject``, ``region`` (WT/TC/ET), ``dice``;
 - ``psnr``, ``ssim``, ``rmse``, ``linf``, ``l2`` (relative), ``linf_abs``, ``l2_abs``
-  (absolute): NaN when not computed.
+  (absolute): NaN when not computed;
+- ``precision`` (fp32 or bf16) and ``kernel`` (:func:`segrobust.kernels.kernel_name`): what ran.
 """
 
 import math
@@ -38,6 +39,7 @@ from segrobust.labels import N_CLASSES, REGIONS
 
 RESULT_COLUMNS: list[str] = [
     "model",
+    "seed",
     "attack",
     "eps",
     "iteration",
@@ -53,6 +55,8 @@ RESULT_COLUMNS: list[str] = [
     "l2_abs",
     "source_model",
     "severity",
+    "precision",
+    "kernel",
 ]
 QUALITY_KEYS: tuple[str, ...] = ("psnr", "ssim", "rmse", "linf", "l2", "linf_abs", "l2_abs")
 
@@ -156,6 +160,9 @@ def result_rows(
     quality: Mapping[str, float] | None = None,
     source_model: str = "",
     severity: float = math.nan,
+    seed: int = 0,
+    precision: str = "fp32",
+    kernel: str = "",
 ) -> list[dict]:
     """Rows of :data:`RESULT_COLUMNS` for one evaluated input: one per region in ``dice``."""
     if not dice:
@@ -168,6 +175,9 @@ def result_rows(
         raise ValueError(f"unknown quality keys {sorted(unknown)}; expected {QUALITY_KEYS}")
     shared = {
         "model": model,
+        "seed": int(seed),
+        "precision": precision,
+        "kernel": kernel,
         "source_model": source_model,
         "attack": attack,
         "eps": float(eps),
@@ -191,6 +201,6 @@ def results_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
     if missing.any():
         raise ValueError(f"rows lack required values in {missing[missing].index.tolist()}")
     return frame.astype(
-        {"iteration": "int64"}
+        {"iteration": "int64", "seed": "int64"}
         | dict.fromkeys(["eps", "severity", "dice", *QUALITY_KEYS], "float64")
     )

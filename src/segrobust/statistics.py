@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from segrobust.fileio import atomic_path
+from segrobust.fileio import atomic_path, write_document
 
 Selector = Mapping[str, Any]
 Correction = Literal["bonferroni", "holm"]
@@ -114,21 +114,23 @@ def select(df: pd.DataFrame, where: Selector) -> pd.DataFrame:
 
 
 def per_subject(df: pd.DataFrame, where: Selector, region: str, metric: str) -> pd.Series:
-    """One condition's ``metric`` in one region as a Series indexed by subject (NaN dropped).
+    """One condition's ``metric`` in one region as a Series indexed by subject (NaN dropped),
+    averaged over the training seeds (replicates) when the table has a ``seed`` column.
 
-    Raises ValueError when the selector leaves several rows per subject (an under-specified
-    condition, e.g. an iterative attack without ``iteration``).
+    Raises ValueError when the selector leaves several rows per subject and seed (an
+    under-specified condition, e.g. an iterative attack without ``iteration``).
     """
     rows = select(df, where)
-    rows = rows[rows["region"] == region]
-    dup = rows["subject"].duplicated()
+    rows = rows[rows["region"] == region].dropna(subset=[metric])
+    keys = ["subject", "seed"] if "seed" in rows.columns else ["subject"]
+    dup = rows.duplicated(keys)
     if dup.any():
         raise ValueError(
             f"selector {dict(where)} matches several rows for subject "
             f"{rows['subject'][dup].iloc[0]!r} in region {region}: add keys (eps, iteration, "
             "model, ...) until it picks one condition"
         )
-    return rows.set_index("subject")[metric].dropna().sort_index()
+    return rows.groupby("subject")[metric].mean().sort_index()
 
 
 # --------------------------------------------------------------------------- single test
@@ -447,12 +449,22 @@ def format_p(p: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def format_mean_sd(mean: float, sd: float, decimals: int, star: bool = False) -> str:
-    """``"0.821±0.042"`` (plus ``*`` if ``star``); ``"-"`` for a missing mean."""
+def format_mean_sd(
+    mean: float, sd: float, decimals: int, star: bool = False, change: float = np.nan
+) -> str:
+    """``"0.821±0.042"``; with ``star`` a direction and ``*``: ``"0.821±0.042 ↓*"`` (↑ if
+    ``change`` > 0, ↓ if < 0); ``"-"`` for a missing mean."""
     if mean is None or not np.isfinite(mean):
         return "-"
     text = f"{mean:.{decimals}f}" + (f"±{sd:.{decimals}f}" if np.isfinite(sd) else "")
-    return text + ("*" if star else "")
+    if not star:
+        return text
+    return f"{text} {'↑' if change > 0 else '↓' if change < 0 else ''}*"
+
+
+def format_p_pair(p: float, p_adj: float) -> str:
+    """Raw and adjusted p side by side: ``"0.0123 / 0.1845"``."""
+    return f"{format_p(p)} / {format_p(p_adj)}"
 
 
 def attack_label(attack: str) -> str:
@@ -601,7 +613,7 @@ def table1(
             stat = _dice_cell(vals, test)
             num |= {f"dice_{region}_{k}": v for k, v in stat.items()}
             disp[f"Dice {region}"] = format_mean_sd(
-                stat["mean"], stat["sd"], DICE_DECIMALS, stat["significant"]
+                stat["mean"], stat["sd"], DICE_DECIMALS, stat["significant"], stat["change"]
             )
         quality = select(df, sel).groupby("subject")[list(QUALITY_DECIMALS)].mean()
         for metric, decimals in QUALITY_DECIMALS.items():
@@ -613,10 +625,12 @@ def table1(
         display_rows.append(disp)
     caption = (
         f"Segmentation of model '{model}' under each attack: Dice (mean ± sd over subjects) "
-        "of the output and PSNR, SSIM, RMSE of the perturbed input. * : two-sided Wilcoxon "
-        f"signed-rank test against 'No attack' (paired by subject, zero_method={zero_method}), "
-        f"{correction.capitalize()}-corrected within {_family_text(family, family_cols)} "
-        f"({len(tests)} tests), p_adj ≤ {alpha:g}."
+        "of the output and PSNR, SSIM, RMSE of the perturbed input; with several training "
+        "seeds a subject's Dice is its mean over seeds. ↓* / ↑* : lower / higher than 'No "
+        "attack', two-sided Wilcoxon signed-rank test (paired by subject, zero_method="
+        f"{zero_method}), {correction.capitalize()}-corrected within "
+        f"{_family_text(family, family_cols)} ({len(tests)} tests), p_adj ≤ {alpha:g}; raw and "
+        "adjusted p, method and zero/tie handling of each test are in the tests CSV."
     )
     return Table(pd.DataFrame(numeric_rows), pd.DataFrame(display_rows), tests, caption)
 
@@ -643,8 +657,8 @@ def table2(
     Rows are region × model ("No Defense" first, then ``models``; by default every other
     model, ordered by ``model_sort_key``). ``eps = 0`` is the clean input. Each defended
     model is tested against ``reference_model`` at the same eps (paired by subject), also at
-    eps = 0 as in the paper. The p columns show the *adjusted* p-value (so the ``*`` on a
-    Dice cell and a displayed p ≤ ``alpha`` agree); the CSV has raw and adjusted p.
+    eps = 0 as in the paper. The p columns show raw and adjusted p side by side; a Dice cell
+    whose adjusted p ≤ ``alpha`` carries ↑* or ↓* (higher or lower than the reference).
     """
     _check_columns(df, ("model", "attack", "eps", "iteration"), "table")
     if not eps:
@@ -698,28 +712,32 @@ def table2(
                 stat = _dice_cell(vals, test)
                 num |= {f"dice_eps{e:g}_{k}": v for k, v in stat.items()}
                 disp[f"Dice ε={e:g}"] = format_mean_sd(
-                    stat["mean"], stat["sd"], DICE_DECIMALS, stat["significant"]
+                    stat["mean"], stat["sd"], DICE_DECIMALS, stat["significant"], stat["change"]
                 )
-                pcells[f"p ε={e:g}"] = format_p(stat["p_adj"])
+                pcells[f"p ε={e:g} (raw / adj)"] = format_p_pair(stat["p"], stat["p_adj"])
             numeric_rows.append(num)
             display_rows.append(disp | pcells)
     caption = (
         f"Dice (mean ± sd over subjects) of each model under {attack_label(attack)} at "
-        f"ε ∈ {{{', '.join(f'{e:g}' for e in eps)}}} (ε = 0: clean input). p: two-sided "
+        f"ε ∈ {{{', '.join(f'{e:g}' for e in eps)}}} (ε = 0: clean input); with several "
+        "training seeds a subject's Dice is its mean over seeds. p (raw / adjusted): two-sided "
         f"Wilcoxon signed-rank test of each model against '{names[reference_model]}' at the same "
         f"ε (paired by subject, zero_method={zero_method}), {correction.capitalize()}-adjusted "
-        f"within {_family_text(family, family_cols)} ({len(tests)} tests); * : p_adj ≤ {alpha:g}."
+        f"within {_family_text(family, family_cols)} ({len(tests)} tests); ↑* / ↓* : higher / "
+        f"lower than the reference with p_adj ≤ {alpha:g}. Whether a defence helps beyond "
+        "training noise: the replicates table."
     )
     return Table(pd.DataFrame(numeric_rows), pd.DataFrame(display_rows), tests, caption)
 
 
 def _dice_cell(values: pd.Series, test: pd.DataFrame) -> dict[str, Any]:
-    """Mean, sd, n of one cell and its test's p, p_adj, significance (NaN/False if none)."""
+    """Mean, sd, n of one cell and its test's mean difference, p, p_adj and significance."""
     has_test = len(test) == 1
     return {
         "mean": values.mean(),
         "sd": values.std(),
         "n": len(values),
+        "change": test["mean_diff"].iloc[0] if has_test else np.nan,
         "p": test["p"].iloc[0] if has_test else np.nan,
         "p_adj": test["p_adj"].iloc[0] if has_test else np.nan,
         "significant": bool(test["significant"].iloc[0]) if has_test else False,
@@ -779,20 +797,22 @@ def write_table(
     markdown: str | Path | None = None,
     latex: str | Path | None = None,
     tests_csv: str | Path | None = None,
+    html: str | Path | None = None,
 ) -> None:
-    """Write the numeric CSV, Markdown, LaTeX and per-test CSV that are asked for, atomically."""
+    """Write the numeric CSV, Markdown, LaTeX, HTML and per-test CSV asked for, atomically."""
     outputs = [
         (csv, lambda p: table.numeric.to_csv(p, index=False)),
         (tests_csv, lambda p: table.tests.to_csv(p, index=False)),
-        (markdown, lambda p: p.write_text(to_markdown(table), encoding="utf-8")),
         (latex, lambda p: p.write_text(to_latex(table), encoding="utf-8")),
     ]
-    if all(path is None for path, _ in outputs):
-        raise ValueError("write_table: give at least one of csv, markdown, latex, tests_csv")
+    if all(path is None for path, _ in outputs) and markdown is None and html is None:
+        raise ValueError("write_table: give at least one of csv, markdown, latex, html, tests_csv")
     for path, write in outputs:
         if path is not None:
             with atomic_path(path) as tmp:
                 write(tmp)
+    if markdown is not None or html is not None:
+        write_document(to_markdown(table), markdown, html)
 
 
 def _latex_escape(text: str) -> str:

@@ -64,6 +64,7 @@ from torch import Tensor, nn
 from segrobust.attacks import fgsm, relative_scale, sign_direction, uniform_start
 from segrobust.data import Volume, open_volume
 from segrobust.fileio import atomic_path
+from segrobust.kernels import CONV_KERNELS, provenance, set_conv_kernel
 from segrobust.labels import MODALITIES, N_CLASSES, REGIONS
 from segrobust.losses import LOSS_VARIANTS, segmentation_loss
 from segrobust.metrics import dice_regions
@@ -113,7 +114,9 @@ class TrainSettings:
     ``temperature`` applies to the distillation strategies only (else it must be 1),
     ``epsilon`` to ``adversarial`` only (else 0); ``alpha`` weighs the clean loss and
     ``update`` chooses the two-pass scheme of ``adversarial`` and ``noise`` (module docstring).
-    ``amp``: "auto" = bf16 autocast on CUDA, float32 on CPU; "on" = bf16 everywhere; "off".
+    ``amp``: "auto" = bf16 autocast on CUDA and on CPUs with native bf16, else float32; "on" =
+    bf16 everywhere; "off". ``conv_kernel``: what runs float32 CPU convolutions
+    (:mod:`segrobust.kernels`).
     """
 
     strategy: str
@@ -130,6 +133,7 @@ class TrainSettings:
     update: str = "accumulate"
     augment: bool = True
     amp: str = "auto"
+    conv_kernel: str = "onednn"
     base_filters: int = 16
     depth: int = 5
     dropout: float = 0.3
@@ -158,6 +162,7 @@ class TrainSettings:
         if not isinstance(self.augment, bool):
             _invalid("augment", self.augment, "must be true or false")
         _check_choice("amp", self.amp, AMP_MODES)
+        _check_choice("conv_kernel", self.conv_kernel, CONV_KERNELS)
         _check_int("base_filters", self.base_filters, 1)
         _check_int("depth", self.depth, 2)
         _check_real("dropout", self.dropout, "in [0, 1)", 0 <= self.dropout < 1)
@@ -430,6 +435,17 @@ def write_log(path: str | Path, rows: Sequence[Mapping[str, float]]) -> None:
         writer.writerows(rows)
 
 
+def epoch_line(log: Sequence[Mapping[str, float]], epochs: int) -> str:
+    """One progress line for the last epoch of ``log``: loss, validation Dice, time, time left."""
+    row = log[-1]
+    dice = " ".join(f"{r} {row[f'val_dice_{r}']:.3f}" for r in REGIONS)
+    left = (epochs - row["epoch"]) * float(np.mean([r["seconds"] for r in log]))
+    return (
+        f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  val Dice {dice}  "
+        f"{row['seconds']:.1f} s  ~{left:.0f} s left"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # the loop
 
@@ -504,7 +520,7 @@ def _fingerprint(settings: TrainSettings, train_dirs, val_dirs, teacher) -> dict
 
 
 def _load_teacher(path: Path, settings: TrainSettings, device: torch.device) -> nn.Module:
-    teacher, extra = load_model(path, map_location=device)
+    teacher, extra = load_model(path, map_location=device, conv_kernel=settings.conv_kernel)
     recorded = extra.get("settings", {}).get("temperature")
     if recorded is not None and recorded != settings.temperature:
         raise ValueError(
@@ -600,6 +616,7 @@ def train(
         model = UNet3D(len(MODALITIES), N_CLASSES, settings.base_filters, settings.depth,
                        settings.dropout)  # fmt: skip
         model = model.to(device, memory_format=torch.channels_last_3d if cuda else None)
+        set_conv_kernel(model, settings.conv_kernel)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
         start, log = _restore(checkpoint, fingerprint, model, optimizer)
         logits = None
@@ -640,7 +657,7 @@ def train(
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "log": log,
             })  # fmt: skip
             write_log(log_csv, log)
-            logger.info("epoch %d/%d %s", epoch + 1, settings.epochs, log[-1])
+            logger.info(epoch_line(log, settings.epochs))
 
     write_log(log_csv, log)  # also after a resume from a finished run's checkpoint
     extra = {
@@ -648,5 +665,6 @@ def train(
         "teacher": None if teacher is None else fingerprint["teacher"][0],
         "evaluation_temperature": 1.0,
         "log": log,
+        **provenance(device, amp, settings.conv_kernel),
     }
     save_model(model, model_out, extra)

@@ -7,16 +7,18 @@ import torch
 from segrobust.data import read_split
 from segrobust.evaluation import evaluate_attack
 from segrobust.fileio import atomic_path
+from segrobust.kernels import provenance
 from segrobust.logs import log_to_file
 from segrobust.model import load_model, select_device, use_amp
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device = select_device(snakemake.params.device)
-model, extra = load_model(snakemake.input.model, map_location=device)
+amp, conv_kernel = use_amp(snakemake.params.amp, device), snakemake.params.conv_kernel
+model, extra = load_model(snakemake.input.model, device, conv_kernel)
 source = None
 if "source" in snakemake.input.keys():
-    source, _ = load_model(snakemake.input.source, map_location=device)
+    source, _ = load_model(snakemake.input.source, device, conv_kernel)
 test = read_split(snakemake.input.split, "test")
 settings = dict(snakemake.params.settings)
 settings["examples"] = {
@@ -31,12 +33,13 @@ results = evaluate_attack(
     [root / s for s in test],
     settings,
     device,
-    snakemake.params.seed,
-    amp=use_amp(snakemake.params.amp, device),
+    snakemake.params.attack_seed,
+    amp=amp,
     temperature=extra["settings"]["temperature"],
     source=source,
     source_name=snakemake.params.source_name,
     examples_dir=snakemake.output.examples,
+    tags={"seed": int(snakemake.wildcards.seed), **provenance(device, amp, conv_kernel)},
 )
 Path(snakemake.output.examples).mkdir(parents=True, exist_ok=True)
 with atomic_path(snakemake.output.results) as tmp:

@@ -7,21 +7,24 @@ import torch
 from segrobust.data import read_split
 from segrobust.evaluation import evaluate_clean
 from segrobust.fileio import atomic_path
+from segrobust.kernels import provenance
 from segrobust.logs import log_to_file
 from segrobust.model import load_model, select_device, use_amp
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device = select_device(snakemake.params.device)
-model, _ = load_model(snakemake.input.model, map_location=device)
+amp, conv_kernel = use_amp(snakemake.params.amp, device), snakemake.params.conv_kernel
+model, _ = load_model(snakemake.input.model, device, conv_kernel)
 root = Path(snakemake.params.preprocessed)
 results = evaluate_clean(
     model,
     snakemake.wildcards.model,
     [root / s for s in read_split(snakemake.input.split, "test")],
     device,
-    amp=use_amp(snakemake.params.amp, device),
+    amp=amp,
     predictions_dir=snakemake.output.predictions,
+    tags={"seed": int(snakemake.wildcards.seed), **provenance(device, amp, conv_kernel)},
 )
 with atomic_path(snakemake.output.results) as tmp:
     results.to_csv(tmp, index=False)

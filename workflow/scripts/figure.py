@@ -15,17 +15,18 @@ results = pd.read_csv(snakemake.input.results, keep_default_na=False, na_values=
 name = snakemake.wildcards.figure
 opts, attacks = snakemake.params.figures, snakemake.params.attacks
 R = Path(snakemake.input.results).parent
+replicate = f"seed{snakemake.params.example_seed}"  # the image figures show one replicate
 
 
 def example(model, kind, eps, step):
     """The saved adversarial input of ``model`` and the prediction from it."""
     item = Perturbed(kind, float(eps), step, np.nan, None, None)
-    stem = example_stem(R / "attacks" / model / f"{kind}_examples", subject, item)
+    stem = example_stem(R / "attacks" / model / replicate / f"{kind}_examples", subject, item)
     return plots.Segmented(*load_example(stem))
 
 
 def clean_prediction(model):
-    return read_classes(R / "evaluation" / model / "predictions" / f"{subject}.nii.gz")
+    return read_classes(R / "evaluation" / model / replicate / "predictions" / f"{subject}.nii.gz")
 
 
 if name in ("fig1", "fig5"):
@@ -40,7 +41,7 @@ if name == "fig1":
         examples[kind] = example("baseline", kind, attacks[kind]["eps"], step)
     fig = plots.figure1(truth, examples, modality=opts["modality"])
 elif name == "fig5":
-    models = sorted({Path(p).parent.name for p in snakemake.input.predictions})
+    models = sorted({Path(p).parents[1].name for p in snakemake.input.predictions})
     fig = plots.figure5(
         image,
         truth,

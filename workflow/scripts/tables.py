@@ -18,9 +18,9 @@ common = {
 out = snakemake.output
 first = table1(results, rows=[tuple(row) for row in snakemake.params.table1_rows], **common)
 write_table(first, csv=out.table1_csv, markdown=out.table1_md, latex=out.table1_tex,
-            tests_csv=out.table1_tests)  # fmt: skip
+            html=out.table1_html, tests_csv=out.table1_tests)  # fmt: skip
 second = table2(results, eps=stats["table2_eps"], **common)
 write_table(second, csv=out.table2_csv, markdown=out.table2_md, latex=out.table2_tex,
-            tests_csv=out.table2_tests)  # fmt: skip
+            html=out.table2_html, tests_csv=out.table2_tests)  # fmt: skip
 log.info("Table 1:\n%s", first.display.to_string())
 log.info("Table 2:\n%s", second.display.to_string())

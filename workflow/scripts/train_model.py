@@ -22,4 +22,4 @@ train(
     teacher=snakemake.input.get("teacher"),
     device=select_device(snakemake.params.device),
 )
-log.info("trained %s", snakemake.wildcards.model)
+log.info("trained %s seed %s", snakemake.wildcards.model, snakemake.wildcards.seed)

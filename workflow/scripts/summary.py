@@ -1,0 +1,14 @@
+"""The run's headline numbers (clean and FGSM Dice with seed spread, verdicts) as a page."""
+
+import pandas as pd
+
+from segrobust.fileio import write_document
+from segrobust.logs import log_to_file
+from segrobust.summary import run_summary
+
+log = log_to_file(snakemake.log[0])
+results = pd.read_csv(snakemake.input.results, keep_default_na=False, na_values=[""])
+verdicts = pd.read_csv(snakemake.input.verdicts)
+text = run_summary(results, verdicts, snakemake.params.fgsm_eps)
+write_document(text, snakemake.output.md, snakemake.output.html)
+log.info("\n%s", text)
