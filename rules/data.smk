@@ -5,7 +5,7 @@ if config["data"]["source"] == "synthetic":
 
     rule synthesize_cohort:
         output:
-            [str(path) for files in RAW_FILES.values() for path in files.values()],
+            [str(path) for subject in RAW.values() for path in subject.files.values()],
         params:
             root=lambda wildcards, output: Path(output[0]).parents[2],
             settings=config["data"]["synthetic"],
@@ -32,7 +32,8 @@ rule preprocess_subject:
         seg=f"{R}/preprocessed/{{subject}}/seg.nii.gz",
         meta=f"{R}/preprocessed/{{subject}}/meta.json",
     params:
-        grade=lambda wildcards: GRADES[wildcards.subject],
+        subject=lambda wildcards: RAW[wildcards.subject].to_dict(),
+        sha256=lambda wildcards: RAW_SHA256.get(wildcards.subject, {}),
         shape=config["preprocess"]["shape"],
         standardise=config["preprocess"]["standardise"],
         n4=config["preprocess"]["n4"],

@@ -76,14 +76,14 @@ def test_lint_is_clean():
 
 def test_dry_run_of_the_paper_config_on_a_fake_brats_tree(tmp_path):
     root = tmp_path / "Brats17"
-    for i in range(6):
-        write_brats_subject(root, f"Brats17_F{i:02d}_1", "HGG" if i < 4 else "LGG")
+    for i in range(10):
+        write_brats_subject(root, f"Brats17_F{i:02d}_1", "HGG" if i < 7 else "LGG")
     configs = [str(ROOT / "config" / name) for name in ("brats2017.yaml", "no_gpu.yaml")]
     result = snakemake(
         tmp_path, "-n", "--configfile", *configs, "--config", f"data={{root: {root}}}"
     )
     jobs = planned_jobs(result)
-    assert jobs["preprocess_subject"] == 6
+    assert jobs["preprocess_subject"] == 10
     assert "synthesize_cohort" not in jobs
     gpus = planned_fields(result, "train_model", r"resources: .*gpu=(\d+)")
     assert len(gpus) == jobs["train_model"] and set(gpus) == {"0"}  # the README's no-GPU overlay

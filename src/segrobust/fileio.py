@@ -1,9 +1,10 @@
-"""Atomic file output: write to a temporary sibling, then rename into place.
+"""Atomic file output: write to a temporary sibling, then rename into place; file checksums.
 
 A job killed mid-write (SLURM time limit, pre-emption, Ctrl-C) never leaves a half-written
 file under the final name, so Snakemake and resumed jobs only ever see complete outputs.
 """
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -60,3 +61,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp_path, ignore_errors=True)
         raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
