@@ -1,6 +1,9 @@
 # segrobust: adversarial and realistic robustness of 3D brain-tumour segmentation networks.
 # Wiring only: helpers live in rules/common.smk, the work in workflow/scripts → src/segrobust.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from segrobust import cluster as sr_cluster
 
 min_version("9.0")
 
@@ -31,6 +34,17 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+onstart:
+    # sbatch accepts a job larger than any node of its partition, which then pends forever
+    # while Snakemake waits without a word: stop before submitting, saying what to change.
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        dag = workflow.dag
+        jobs = [j for j in dag.get_jobs_or_groups() if j.is_group() or dag.needrun(j)]
+        problems = sr_cluster.unrunnable(map(sr_cluster.request_of, jobs), *sr_cluster.query_sinfo())
+        if problems:
+            raise WorkflowError("jobs this cluster cannot run:\n" + "\n".join(problems))
 
 
 onsuccess:

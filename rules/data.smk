@@ -1,6 +1,13 @@
 # Raw data → preprocessed training arrays → split.
 
 
+# preprocess_jobs: how many subjects one submitted preprocessing group job runs at once (the
+# cluster profile sets it with --resources); "local" makes it a limit per submission, not a
+# total across all submissions.
+resource_scopes:
+    preprocess_jobs="local",
+
+
 if config["data"]["source"] == "synthetic":
 
     rule synthesize_cohort:
@@ -47,6 +54,7 @@ rule preprocess_subject:
     resources:
         mem_mb=4000,
         runtime=20,
+        preprocess_jobs=1,
     conda:
         ENV
     script:
