@@ -228,6 +228,8 @@ def test_raw_manifest_records_checksums_and_rehashes_only_changed_files(tmp_path
     subjects = discover_subjects(tmp_path / "raw")
     manifest = tmp_path / "results" / "raw_manifest.tsv"
     first = raw_checksums(subjects, manifest)
+    inode = manifest.stat().st_ino
+    assert raw_checksums(subjects, manifest) == first and manifest.stat().st_ino == inode
     table = pd.read_csv(manifest, sep="\t")
     t1 = subjects[0].files["t1"]
     row = table.index[table["path"] == str(t1.resolve())]

@@ -180,8 +180,8 @@ def raw_checksums(subjects: list[Subject], manifest: str | Path) -> dict[str, di
     """
     manifest = Path(manifest)
     old = pd.read_csv(manifest, sep="\t") if manifest.is_file() else None
-    rows = [] if old is None else old.itertuples()
-    known = {(r.path, r.size, r.mtime_ns): r.sha256 for r in rows}
+    stored = [] if old is None else old.itertuples()
+    known = {(r.path, r.size, r.mtime_ns): r.sha256 for r in stored}
     rows = []
     for subject in subjects:
         for key, path in subject.files.items():
@@ -265,7 +265,7 @@ def check_cohort(
     is 2^(1-n)), else None.
     """
     cohort = pd.DataFrame(list(grades.items()), columns=["subject", "grade"])
-    table = split_subjects(cohort, test_fraction, val_fraction, seed=0)
+    table = split_subjects(cohort, test_fraction, val_fraction, seed=0)  # sizes: seed-free
     n_test = int((table["split"] == "test").sum())
     p_min = 2.0 ** (1 - n_test)
     if p_min <= alpha:
