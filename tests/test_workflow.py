@@ -135,6 +135,8 @@ def test_replaced_raw_file_reruns_its_subject_and_a_bad_one_fails_on_the_console
         ({"attacks": {"fgsm": {"epsilons": [-0.05]}}}, "-0.05"),
         ({"training": {"adversarial": {"epsilons": [-0.01]}}}, "-0.01"),
         ({"statistics": {"table1_iteration": 30}}, "statistics.table1_iteration = 30 exceeds"),
+        ({"split": {"val_fraction": 0.01}}, "split.val_fraction = 0.01 puts none of the 60"),
+        ({"data": {"source": "brats", "root": "/", "layout": "brats2019"}}, "brats2019"),
     ],
 )
 def test_bad_config_stops_with_the_key_named(tmp_path, sections, message):
