@@ -41,7 +41,7 @@ onstart:
     # while Snakemake waits without a word: stop before submitting, saying what to change.
     if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
         dag = workflow.dag
-        jobs = [j for j in dag.get_jobs_or_groups() if j.is_group() or dag.needrun(j)]
+        jobs = dict.fromkeys(dag.get_job_group(j) or j for j in dag.needrun_jobs())
         problems = sr_cluster.unrunnable(map(sr_cluster.request_of, jobs), *sr_cluster.query_sinfo())
         if problems:
             raise WorkflowError("jobs this cluster cannot run:\n" + "\n".join(problems))

@@ -80,9 +80,12 @@ def parse_sinfo(text: str) -> tuple[list[Node], str | None]:
 
 def query_sinfo() -> tuple[list[Node], str | None]:
     """The cluster's nodes and default partition, from ``sinfo``."""
-    out = subprocess.run(
-        ["sinfo", "-h", "-N", "-o", SINFO_FORMAT], capture_output=True, text=True, check=True
-    )
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", SINFO_FORMAT], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise RuntimeError(f"cannot list the cluster's nodes with sinfo: {err}") from err
     return parse_sinfo(out.stdout)
 
 
