@@ -30,6 +30,15 @@ include: "rules/attacks.smk"
 include: "rules/report.smk"
 
 
+# Snakemake lowers every job's memory request to --resources mem_mb: on a cluster that is what
+# sbatch asks for, so say so (the preprocessing width is --resources preprocess_jobs=N).
+if {"mem", "mem_mb", "mem_mib"} & set(workflow.resource_settings.resources):
+    logger.warning(
+        "segrobust: --resources mem_mb lowers every job's memory request (training too) to it; "
+        "for fewer preprocessing subjects per cluster submission use --resources preprocess_jobs=N"
+    )
+
+
 rule all:
     default_target: True
     input:

@@ -142,10 +142,10 @@ def local_run(config, tmp_path_factory) -> Path:
     return workdir
 
 
-def dry_run(workdir: Path, env: dict[str, str]) -> str:
+def dry_run(workdir: Path, env: dict[str, str], *options: str) -> str:
     """Output of a dry run of the default config with the profile."""
     cmd = [sys.executable, "-m", "snakemake", "-n", "--profile", "slurm", "-d", str(workdir),
-           "--configfile", str(ROOT / "config" / "config.yaml")]  # fmt: skip
+           "--configfile", str(ROOT / "config" / "config.yaml"), *options]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Using profile slurm" in result.stdout + result.stderr
@@ -192,6 +192,13 @@ def test_readme_resource_table_is_what_the_rules_ask_for(tmp_path):
         assert threads.get(rule, {"1"}) == {cpus}, rule  # a dry run omits threads: 1
         assert values["mem_mb"] == {mem_mb} and values["runtime"] == {runtime}, (rule, values)
         assert values.get("gpu", {"0"}) == {gpus}, (rule, values)
+
+
+def test_resources_mem_mb_on_the_command_line_is_warned_about(tmp_path):
+    output = dry_run(tmp_path, clean_env(), "--resources", "mem_mb=8000")
+    assert "--resources mem_mb lowers every job's memory request (training too)" in output
+    assert planned(output, "resources")["train_model"] >= {"mem_mb=8000"}  # not 16000
+    assert "lowers every job" not in dry_run(tmp_path, clean_env())
 
 
 def test_profile_takes_account_partition_and_gpu_model_from_the_environment(tmp_path):
