@@ -1,6 +1,9 @@
 # segrobust: adversarial and realistic robustness of 3D brain-tumour segmentation networks.
 # Wiring only: helpers live in rules/common.smk, the work in workflow/scripts → src/segrobust.
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from segrobust import cluster as sr_cluster
 
 min_version("9.0")
 
@@ -28,10 +31,30 @@ include: "rules/attacks.smk"
 include: "rules/report.smk"
 
 
+# Snakemake lowers every job's memory request to --resources mem_mb: on a cluster that is what
+# sbatch asks for, so say so (the preprocessing width is --resources preprocess_jobs=N).
+if {"mem", "mem_mb", "mem_mib"} & set(workflow.resource_settings.resources):
+    logger.warning(
+        "segrobust: --resources mem_mb lowers every job's memory request (training too) to it; "
+        "for fewer preprocessing subjects per cluster submission use --resources preprocess_jobs=N"
+    )
+
+
 rule all:
     default_target: True
     input:
         all_targets(),
+
+
+onstart:
+    # sbatch accepts a job larger than any node of its partition, which then pends forever
+    # while Snakemake waits without a word: stop before submitting, saying what to change.
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        dag = workflow.dag
+        jobs = dict.fromkeys(dag.get_job_group(j) or j for j in dag.needrun_jobs())
+        problems = sr_cluster.unrunnable(map(sr_cluster.request_of, jobs), *sr_cluster.query_sinfo())
+        if problems:
+            raise WorkflowError("jobs this cluster cannot run:\n" + "\n".join(problems))
 
 
 onsuccess:

@@ -2,8 +2,11 @@
 import hashlib
 from pathlib import Path
 
+from snakemake.logging import logger
+
 import segrobust
 from segrobust import data as sr_data
+from segrobust import layouts as sr_layouts
 from segrobust import synthetic as sr_synthetic
 
 R = config["results"]
@@ -23,26 +26,43 @@ def code_digest(*modules):
 
 
 def _raw_subjects():
-    """Subject id -> {kind: raw path} and id -> grade, from the configured data source."""
+    """The cohort's subjects (segrobust.data.Subject) from the configured data source."""
     if config["data"]["source"] == "synthetic":
         syn = config["data"]["synthetic"]
         root = Path(R) / "raw" / "synthetic"
         plan = sr_synthetic.cohort_plan(syn["n_subjects"], syn["lgg_fraction"])
-        files = {
-            sid: {k: root / grade / sid / f"{sid}_{k}.nii.gz" for k in sr_data.FILE_KINDS}
+        return [
+            sr_data.Subject(
+                sid,
+                grade,
+                {k: root / grade / sid / f"{sid}_{k}.nii.gz" for k in sr_data.FILE_KINDS},
+            )
             for sid, grade in plan
-        }
-        return files, dict(plan)
-    subjects = sr_data.discover_subjects(config["data"]["root"])
-    return {s.id: s.files for s in subjects}, {s.id: s.grade for s in subjects}
+        ]
+    return sr_layouts.discover_subjects(config["data"]["root"], config["data"]["layout"])
 
 
-RAW_FILES, GRADES = _raw_subjects()
-SUBJECTS = sorted(RAW_FILES)
+RAW = {s.id: s for s in _raw_subjects()}
+SUBJECTS = sorted(RAW)
+GRADES = {sid: s.grade for sid, s in RAW.items()}
+# Checksums of raw files the workflow does not write itself: a replaced file re-runs its subject.
+RAW_SHA256 = (
+    {}
+    if config["data"]["source"] == "synthetic"
+    else sr_data.raw_checksums(list(RAW.values()), f"{R}/raw_manifest.tsv")
+)
+_cohort_warning = sr_data.check_cohort(
+    GRADES,
+    config["split"]["test_fraction"],
+    config["split"]["val_fraction"],
+    alpha=config["statistics"]["alpha"],
+)
+if _cohort_warning:
+    logger.warning(f"segrobust: {_cohort_warning}")
 
 
 def raw_files(wildcards):
-    return {kind: str(path) for kind, path in RAW_FILES[wildcards.subject].items()}
+    return {key: str(path) for key, path in RAW[wildcards.subject].files.items()}
 
 
 PREPROCESSED = f"{R}/preprocessed"

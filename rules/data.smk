@@ -1,11 +1,18 @@
 # Raw data → preprocessed training arrays → split.
 
 
+# preprocess_jobs: how many subjects one submitted preprocessing group job runs at once (the
+# cluster profile sets it with --resources); "local" makes it a limit per submission, not a
+# total across all submissions.
+resource_scopes:
+    preprocess_jobs="local",
+
+
 if config["data"]["source"] == "synthetic":
 
     rule synthesize_cohort:
         output:
-            [str(path) for files in RAW_FILES.values() for path in files.values()],
+            [str(path) for subject in RAW.values() for path in subject.files.values()],
         params:
             root=lambda wildcards, output: Path(output[0]).parents[2],
             settings=config["data"]["synthetic"],
@@ -32,7 +39,8 @@ rule preprocess_subject:
         seg=f"{R}/preprocessed/{{subject}}/seg.nii.gz",
         meta=f"{R}/preprocessed/{{subject}}/meta.json",
     params:
-        grade=lambda wildcards: GRADES[wildcards.subject],
+        subject=lambda wildcards: RAW[wildcards.subject].to_dict(),
+        sha256=lambda wildcards: RAW_SHA256.get(wildcards.subject, {}),
         shape=config["preprocess"]["shape"],
         standardise=config["preprocess"]["standardise"],
         n4=config["preprocess"]["n4"],
@@ -46,6 +54,7 @@ rule preprocess_subject:
     resources:
         mem_mb=4000,
         runtime=20,
+        preprocess_jobs=1,
     conda:
         ENV
     script:

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -10,17 +11,15 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_brats_subject(
-    root: Path,
-    sid: str,
-    grade: str | None = "HGG",
-    shape: tuple[int, int, int] = (20, 20, 16),
-    seed: int = 0,
-) -> dict[str, Path]:
-    """Write a small valid BraTS-layout subject (brain ellipsoid + tumour blob); return paths."""
+AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def phantom(
+    shape: tuple[int, int, int] = (20, 20, 16), seed: int = 0
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Int16 modalities {t1, t1ce, t2, flair} and internal BraTS labels {0,1,2,4} of a brain
+    ellipsoid with a tumour blob (each modality at its own intensity level)."""
     rng = np.random.default_rng(seed)
-    folder = root / grade / sid if grade else root / sid
-    folder.mkdir(parents=True, exist_ok=True)
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
     brain = (grid**2).sum(0) < 0.8
     labels = np.zeros(shape, np.uint8)
@@ -28,15 +27,63 @@ def write_brats_subject(
     labels[(tumour < 0.15) & brain] = 2
     labels[(tumour < 0.07) & brain] = 4
     labels[(tumour < 0.02) & brain] = 1
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
-    paths = {}
-    for i, kind in enumerate(("t1", "t1ce", "t2", "flair")):
-        vol = (rng.normal(500 + 100 * i, 30, shape) + 200 * labels) * brain
-        paths[kind] = folder / f"{sid}_{kind}.nii.gz"
-        nib.save(nib.Nifti1Image(vol.astype(np.int16), affine), paths[kind])
-    paths["seg"] = folder / f"{sid}_seg.nii.gz"
-    nib.save(nib.Nifti1Image(labels, affine), paths["seg"])
+    images = {
+        kind: ((rng.normal(500 + 100 * i, 30, shape) + 200 * labels) * brain).astype(np.int16)
+        for i, kind in enumerate(("t1", "t1ce", "t2", "flair"))
+    }
+    return images, labels
+
+
+def write_brats_subject(
+    root: Path,
+    sid: str,
+    grade: str | None = "HGG",
+    shape: tuple[int, int, int] = (20, 20, 16),
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write a small valid BraTS-2017-layout subject (:func:`phantom`); return its paths."""
+    folder = root / grade / sid if grade else root / sid
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels = phantom(shape, seed)
+    paths = {kind: folder / f"{sid}_{kind}.nii.gz" for kind in (*images, "seg")}
+    for kind, vol in images.items():
+        nib.save(nib.Nifti1Image(vol, AFFINE), paths[kind])
+    nib.save(nib.Nifti1Image(labels, AFFINE), paths["seg"])
     return paths
+
+
+BRATS2023_KINDS = {"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}
+BRATS2023_LABELS = {0: 0, 1: 1, 2: 2, 4: 3}  # internal -> BraTS 2023
+
+
+def write_brats2023_subject(root: Path, sid: str, seed: int = 0) -> None:
+    """A BraTS 2023 subject ``<sid>/<sid>-{t1n,t1c,t2w,t2f,seg}.nii.gz`` of :func:`phantom`."""
+    folder = root / sid
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels = phantom(seed=seed)
+    for kind, vol in images.items():
+        nib.save(nib.Nifti1Image(vol, AFFINE), folder / f"{sid}-{BRATS2023_KINDS[kind]}.nii.gz")
+    seg = np.vectorize(BRATS2023_LABELS.get, otypes=[np.uint8])(labels)
+    nib.save(nib.Nifti1Image(seg, AFFINE), folder / f"{sid}-seg.nii.gz")
+
+
+MSD_ORDER = {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}  # Task01's dataset.json
+MSD_INTERNAL = {"FLAIR": "flair", "T1w": "t1", "t1gd": "t1ce", "T2w": "t2"}
+MSD_LABELS = {0: 0, 2: 1, 1: 2, 4: 3}  # internal -> MSD (1 oedema, 2 non-enhancing, 3 ET)
+
+
+def write_msd_task(root: Path, n: int = 2) -> None:
+    """An MSD Task01 tree: dataset.json, imagesTr 4-D (FLAIR, T1w, T1gd, T2w), labelsTr."""
+    for folder in ("imagesTr", "labelsTr"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "dataset.json").write_text(json.dumps({"name": "BRATS", "modality": MSD_ORDER}))
+    for i in range(n):
+        images, labels = phantom(seed=i)
+        stack = np.stack([images[MSD_INTERNAL[MSD_ORDER[str(c)]]] for c in range(4)], axis=-1)
+        name = f"BRATS_{i + 1:03d}.nii.gz"
+        nib.save(nib.Nifti1Image(stack, AFFINE), root / "imagesTr" / name)
+        seg = np.vectorize(MSD_LABELS.get, otypes=[np.uint8])(labels)
+        nib.save(nib.Nifti1Image(seg, AFFINE), root / "labelsTr" / name)
 
 
 @pytest.fixture

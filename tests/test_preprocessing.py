@@ -4,7 +4,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from segrobust.data import discover_subjects
+from segrobust.layouts import discover_subjects
 from segrobust.preprocessing import (
     brain_mask,
     n4_correct,

@@ -26,17 +26,22 @@ from test_workflow import write_config
 from segrobust.model import load_model
 
 TESTBED = ROOT / "slurm" / "testbed"
-TARGET = "results/evaluation/baseline/clean.csv"
+TARGET = "results/evaluation/baseline/seed1/clean.csv"
 TINY = {
     "data": {"synthetic": {"n_subjects": 8, "shape": [32, 32, 32]}},
     "preprocess": {"shape": [16, 16, 16]},
     "split": {"test_fraction": 0.25, "val_fraction": 0.1},
     "model": {"base_filters": 4, "depth": 3},
-    "training": {"epochs": 3, "distillation": {"temperatures": []},
+    "training": {"seeds": [1], "epochs": 3, "distillation": {"temperatures": []},
                  "adversarial": {"epsilons": []}, "noise": {"enabled": False}},
     "resources": {"gpu": 0, "train_mem_mb": 1000, "train_runtime": 10},
 }  # fmt: skip
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+)")
+NODE_CPUS = 2  # the test cluster's node: fewer CPUs than the profile's preprocessing group asks
+SMALL_NODE = ("--resources", "preprocess_jobs=2")  # the README's setting for such nodes
+# The README's example values: account, partition (partitions gpu and gpu-long exist there)
+README_ENV = {"SBATCH_ACCOUNT": "myproject", "SBATCH_PARTITION": "gpu"}
+README_OPTIONS = ("--set-resources", "train_model:slurm_partition=gpu-long")
 # SLURM checks time limits every 30 s: a 1-minute job is killed 60-90 s after it starts. A job
 # that ends after its limit but before that check is still a TIMEOUT (and its outputs are
 # removed), so the first attempt must be sure not to finish (100 s of epochs at the fastest
@@ -63,7 +68,8 @@ def cluster(tmp_path_factory) -> Iterator[dict[str, str]]:
         pytest.skip("the SLURM test cluster needs root (it installs packages, starts daemons)")
     state = tmp_path_factory.mktemp("slurm-cluster")
     env = clean_env()
-    ports = {"SLURMCTLD_PORT": str(free_port()), "SLURMD_PORT": str(free_port())}
+    ports = {"SLURMCTLD_PORT": str(free_port()), "SLURMD_PORT": str(free_port()),
+             "TESTBED_CPUS": str(NODE_CPUS)}  # fmt: skip
     try:
         started = subprocess.run([TESTBED / "start.sh", str(state)], env={**env, **ports},
                                  capture_output=True, text=True, timeout=900)  # fmt: skip
@@ -76,26 +82,26 @@ def cluster(tmp_path_factory) -> Iterator[dict[str, str]]:
 
 
 def run_snakemake(workdir: Path, config: Path, target: str, *options: str, env: dict[str, str],
-                  timeout: float) -> subprocess.CompletedProcess:  # fmt: skip
+                  timeout: float, check: bool = True) -> subprocess.CompletedProcess:  # fmt: skip
     """Snakemake from the repository root on ``workdir``; the timeout bounds any hang."""
     cmd = [sys.executable, "-m", "snakemake", target, "-s", "Snakefile", "-d", str(workdir),
            "--configfile", str(config), *options]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=timeout)  # fmt: skip
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
+    assert not check or result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
 
-def slurm_options(logdir: Path) -> list[str]:
-    """What the test adds to the profile: the test cluster has no accounting, and waits short."""
-    group_width = min(2, os.cpu_count() or 1)  # preprocess jobs at once per group job
+def slurm_options(logdir: Path, *small_node: str) -> list[str]:
+    """What the test adds to the profile: the test cluster has no accounting, waits short and
+    (``small_node``) the README's setting for nodes with fewer than 4 CPUs."""
     return [
         "--profile", "slurm",  # resolved as ./slurm from the repository root
         "--slurm-status-command", "squeue",
         "--slurm-init-seconds-before-status-checks", "2",  # MinJobAge 300 >= 3 x 2
         "--seconds-between-status-checks", "1",
         "--slurm-logdir", str(logdir),
-        "--resources", f"mem_mb={4000 * group_width}",
+        *small_node,
     ]  # fmt: skip
 
 
@@ -104,11 +110,13 @@ def slurm_jobs(result: subprocess.CompletedProcess, env: dict[str, str]) -> pd.D
     ids = SUBMITTED.findall(result.stdout + result.stderr)
     assert ids, "no job was submitted through sbatch"
     listing = subprocess.run(
-        ["squeue", "--states=all", "--noheader", "-j", ",".join(ids), "-o", "%i|%P|%T|%C|%k"],
+        ["squeue", "--states=all", "--noheader", "-j", ",".join(ids), "-o",
+         "%i|%P|%T|%C|%k|%j|%a"],
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     rows = [line.split("|") for line in listing.stdout.splitlines()]
-    jobs = pd.DataFrame(rows, columns=["id", "partition", "state", "cpus", "comment"])
+    columns = ["id", "partition", "state", "cpus", "comment", "name", "account"]
+    jobs = pd.DataFrame(rows, columns=columns)
     return jobs.astype({"id": int, "cpus": int}).sort_values("id", ignore_index=True)
 
 
@@ -121,8 +129,8 @@ def config(tmp_path_factory) -> Path:
 def slurm_run(cluster, config, tmp_path_factory):
     """The tiny config's baseline training and clean evaluation through sbatch."""
     workdir = tmp_path_factory.mktemp("slurm-run")
-    env = {**cluster, "SBATCH_PARTITION": "alt"}  # a non-default partition
-    options = slurm_options(workdir / "slurm-logs")
+    env = {**cluster, **README_ENV}
+    options = slurm_options(workdir / "slurm-logs", *SMALL_NODE, *README_OPTIONS)
     result = run_snakemake(workdir, config, TARGET, *options, env=env, timeout=600)
     return workdir, slurm_jobs(result, cluster)
 
@@ -134,21 +142,63 @@ def local_run(config, tmp_path_factory) -> Path:
     return workdir
 
 
-def planned_resources(workdir: Path, env: dict[str, str]) -> dict[str, set[str]]:
-    """Rule -> resources of its jobs, from a dry run of the default config with the profile."""
+def dry_run(workdir: Path, env: dict[str, str], *options: str) -> str:
+    """Output of a dry run of the default config with the profile."""
     cmd = [sys.executable, "-m", "snakemake", "-n", "--profile", "slurm", "-d", str(workdir),
-           "--configfile", str(ROOT / "config" / "config.yaml")]  # fmt: skip
+           "--configfile", str(ROOT / "config" / "config.yaml"), *options]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Using profile slurm" in result.stdout + result.stderr
-    planned: dict[str, set[str]] = {}
-    for rule, resources in re.findall(r"rule (\w+):\n(?:\s+(?!resources:).*\n)*?\s+resources: (.*)",
-                                      result.stdout + result.stderr):  # fmt: skip
-        planned.setdefault(rule, set()).update(resources.split(", "))
-    return planned
+    return result.stdout + result.stderr
+
+
+def planned(output: str, field: str) -> dict[str, set[str]]:
+    """Rule -> the values of ``field`` (resources: one entry per name=value) of its jobs."""
+    found: dict[str, set[str]] = {}
+    for block in re.split(r"^(?=\s*(?:local)?rule \w+:$)", output, flags=re.MULTILINE):  # per job
+        rule = re.match(r"\s*(?:local)?rule (\w+):$", block, re.MULTILINE)
+        values = re.search(rf"^\s+{field}: (.*)$", block, re.MULTILINE)
+        if rule and values:
+            found.setdefault(rule[1], set()).update(values[1].split(", "))
+    return found
+
+
+def planned_resources(workdir: Path, env: dict[str, str]) -> dict[str, set[str]]:
+    """Rule -> resources of its jobs, from a dry run of the default config with the profile."""
+    return planned(dry_run(workdir, env), "resources")
+
+
+def readme_resources() -> dict[str, list[str]]:
+    """Rule -> [CPUs, memory (MB), time (min), GPUs] from the README's resource table."""
+    section = (ROOT / "README.md").read_text().split("## Running on a SLURM cluster")[1]
+    table = section.split("| rule | CPUs | memory (MB) | time (min) | GPUs |")[1].split("\n\n")[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    return {rule: row[1:5] for row in rows for rule in re.findall(r"`(\w+)`", row[0])}
 
 
 GPU_RULES = {"train_model", "evaluate_clean", "attack"}
+
+
+def test_readme_resource_table_is_what_the_rules_ask_for(tmp_path):
+    output = dry_run(tmp_path, clean_env())
+    resources, threads = planned(output, "resources"), planned(output, "threads")
+    readme = readme_resources()
+    assert set(readme) == set(resources) - {"all"}  # every submitted rule, nothing else
+    for rule, (cpus, mem_mb, runtime, gpus) in readme.items():
+        values = {}
+        for item in resources[rule]:
+            name, value = item.split("=", 1)
+            values.setdefault(name, set()).add(value)
+        assert threads.get(rule, {"1"}) == {cpus}, rule  # a dry run omits threads: 1
+        assert values["mem_mb"] == {mem_mb} and values["runtime"] == {runtime}, (rule, values)
+        assert values.get("gpu", {"0"}) == {gpus}, (rule, values)
+
+
+def test_resources_mem_mb_on_the_command_line_is_warned_about(tmp_path):
+    output = dry_run(tmp_path, clean_env(), "--resources", "mem_mb=8000")
+    assert "--resources mem_mb lowers every job's memory request (training too)" in output
+    assert planned(output, "resources")["train_model"] >= {"mem_mb=8000"}  # not 16000
+    assert "lowers every job" not in dry_run(tmp_path, clean_env())
 
 
 def test_profile_takes_account_partition_and_gpu_model_from_the_environment(tmp_path):
@@ -172,23 +222,39 @@ def test_profile_without_environment_leaves_account_partition_to_the_plugin(tmp_
 
 
 @pytest.mark.slow
-def test_every_job_went_through_sbatch_into_the_partition_from_the_environment(slurm_run):
+def test_profile_defaults_on_a_2_cpu_node_stop_before_submitting_and_say_what_to_set(
+    cluster, config, tmp_path
+):
+    options = slurm_options(tmp_path / "slurm-logs")
+    result = run_snakemake(tmp_path, config, TARGET, *options, env=cluster, timeout=120,
+                           check=False)  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and not SUBMITTED.search(output), output
+    assert "preprocess asks for 4 CPUs" in output, output
+    assert f"partition 'main' have {NODE_CPUS} CPUs" in output
+    assert "--resources preprocess_jobs=N" in output
+
+
+@pytest.mark.slow
+def test_every_job_went_through_sbatch_with_the_readme_examples(slurm_run):
     _, jobs = slurm_run
     assert set(jobs["comment"]) == {
         "rule_synthesize_cohort",
         "rule_split",
         "rule_preprocess_preprocess_subject",  # one group job for all 8 subjects
-        "rule_train_model_wildcards_baseline",
-        "rule_evaluate_clean_wildcards_baseline",
+        "rule_train_model_wildcards_baseline_1",
+        "rule_evaluate_clean_wildcards_baseline_1",
     }
     assert len(jobs) == 5
     assert (jobs["state"] == "COMPLETED").all(), jobs
-    assert (jobs["partition"] == "alt").all(), jobs
-    # cpus = threads (1), the group job's = its preprocess jobs that fit in --resources mem_mb
+    assert jobs["name"].str.startswith("segrobust_").all(), jobs
+    assert (jobs["account"] == "myproject").all(), jobs
+    train = jobs["comment"] == "rule_train_model_wildcards_baseline_1"
+    assert (jobs.loc[train, "partition"] == "gpu-long").all(), jobs
+    assert (jobs.loc[~train, "partition"] == "gpu").all(), jobs
+    # cpus = threads (1), the group job's = preprocess_jobs (subjects at once)
     group = jobs["comment"] == "rule_preprocess_preprocess_subject"
-    assert (jobs.loc[~group, "cpus"] == 1).all() and jobs.loc[group, "cpus"].item() == min(
-        2, os.cpu_count() or 1
-    ), jobs
+    assert (jobs.loc[~group, "cpus"] == 1).all() and (jobs.loc[group, "cpus"] == 2).all(), jobs
 
 
 @pytest.mark.slow
@@ -199,11 +265,11 @@ def test_slurm_results_equal_a_local_run(slurm_run, local_run):
     assert len(arrays) == 8 * 3
     for path in arrays:
         assert np.array_equal(np.load(slurm / path), np.load(local / path)), path
-    model = Path("models/baseline/model.pt")
+    model = Path("models/baseline/seed1/model.pt")
     slurm_weights = load_model(slurm / model)[0].state_dict()
     for name, tensor in load_model(local / model)[0].state_dict().items():
         assert torch.equal(slurm_weights[name], tensor), name
-    clean = Path("evaluation/baseline/clean.csv")
+    clean = Path("evaluation/baseline/seed1/clean.csv")
     pd.testing.assert_frame_equal(pd.read_csv(slurm / clean), pd.read_csv(local / clean))
 
 
@@ -214,23 +280,23 @@ def test_training_killed_at_its_time_limit_resumes_from_its_checkpoint(
     """A 1-minute limit on a 2-minute training: TIMEOUT, resubmission, resume, completion."""
     workdir = tmp_path / "work"
     shutil.copytree(slurm_run[0], workdir)  # data, split and Snakemake's records: no rerun
-    log = pd.read_csv(workdir / "results/models/baseline/training_log.csv")
+    log = pd.read_csv(workdir / "results/models/baseline/seed1/training_log.csv")
     epochs = math.ceil(TIMEOUT_TRAINING_SECONDS / log["seconds"].min())
     longer = {**TINY, "training": {**TINY["training"], "epochs": epochs}}
     config = write_config(tmp_path / "long.yaml", **longer)
 
-    options = [*slurm_options(tmp_path / "slurm-logs"), "--set-resources", TIME_LIMITS]
-    result = run_snakemake(workdir, config, "results/models/baseline/model.pt", *options,
+    options = [*slurm_options(tmp_path / "slurm-logs", *SMALL_NODE), "--set-resources", TIME_LIMITS]
+    result = run_snakemake(workdir, config, "results/models/baseline/seed1/model.pt", *options,
                            env=cluster, timeout=600)  # fmt: skip
     jobs = slurm_jobs(result, cluster)
-    assert set(jobs["comment"]) == {"rule_train_model_wildcards_baseline"}
+    assert set(jobs["comment"]) == {"rule_train_model_wildcards_baseline_1"}
     assert jobs["state"].tolist() == ["TIMEOUT", "COMPLETED"], jobs
 
-    rule_log = (workdir / "results/logs/train_model/baseline.log").read_text()
+    rule_log = (workdir / "results/logs/train_model/baseline/seed1.log").read_text()
     resumed = [
-        int(e) for e in re.findall(r"resuming \S+baseline\.ckpt after epoch (\d+)", rule_log)
+        int(e) for e in re.findall(r"resuming \S+baseline/seed1\.ckpt after epoch (\d+)", rule_log)
     ]
     assert resumed and 0 < resumed[0] < epochs, rule_log[-2000:]
-    log = pd.read_csv(workdir / "results/models/baseline/training_log.csv")
+    log = pd.read_csv(workdir / "results/models/baseline/seed1/training_log.csv")
     assert log["epoch"].tolist() == list(range(1, epochs + 1))
-    assert not (workdir / "results/checkpoints/baseline.ckpt").exists()
+    assert not (workdir / "results/checkpoints/baseline/seed1.ckpt").exists()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -76,17 +77,51 @@ def test_lint_is_clean():
 
 def test_dry_run_of_the_paper_config_on_a_fake_brats_tree(tmp_path):
     root = tmp_path / "Brats17"
-    for i in range(6):
-        write_brats_subject(root, f"Brats17_F{i:02d}_1", "HGG" if i < 4 else "LGG")
+    for i in range(10):
+        write_brats_subject(root, f"Brats17_F{i:02d}_1", "HGG" if i < 7 else "LGG")
     configs = [str(ROOT / "config" / name) for name in ("brats2017.yaml", "no_gpu.yaml")]
     result = snakemake(
         tmp_path, "-n", "--configfile", *configs, "--config", f"data={{root: {root}}}"
     )
     jobs = planned_jobs(result)
-    assert jobs["preprocess_subject"] == 6
+    assert jobs["preprocess_subject"] == 10
     assert "synthesize_cohort" not in jobs
     gpus = planned_fields(result, "train_model", r"resources: .*gpu=(\d+)")
     assert len(gpus) == jobs["train_model"] and set(gpus) == {"0"}  # the README's no-GPU overlay
+
+
+@pytest.mark.slow
+def test_replaced_raw_file_reruns_its_subject_and_a_bad_one_fails_on_the_console(tmp_path):
+    root = tmp_path / "Brats17"
+    paths = [
+        write_brats_subject(root, f"Brats17_F{i:02d}_1", "HGG" if i < 7 else "LGG", seed=i)
+        for i in range(10)
+    ]
+    config = write_config(tmp_path / "c.yaml", "brats2017.yaml", data={"root": str(root)},
+                          preprocess={"shape": [16, 16, 16], "n4": {"enabled": False}})  # fmt: skip
+    work, results = tmp_path / "work", "results/brats2017"
+    target = f"{results}/preprocessed/Brats17_F00_1/image.npy"
+    first = snakemake(work, target, "--cores", "1", "--configfile", str(config))
+    assert "only 2 test subjects" in first.stderr  # said up front: too few for the statistics
+    manifest = pd.read_csv(work / results / "raw_manifest.tsv", sep="\t")
+    assert len(manifest) == 50 and manifest["sha256"].str.fullmatch("[0-9a-f]{64}").all()
+    assert "Nothing to be done" in snakemake(work, "-n", target, "--configfile", str(config)).stdout
+
+    # another file with the old mtime (a restored backup): Snakemake's mtime check misses it
+    t1 = paths[0]["t1"]
+    stat = t1.stat()
+    t1.write_bytes(paths[1]["t1"].read_bytes())
+    os.utime(t1, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    replanned = snakemake(work, "-n", target, "--configfile", str(config))
+    assert planned_jobs(replanned) == {"preprocess_subject": 1}
+    assert "Params have changed since last execution" in replanned.stdout
+
+    seg = paths[2]["seg"]
+    nib.save(nib.Nifti1Image(np.full((20, 20, 16), 3, np.uint8), nib.load(seg).affine), seg)
+    bad = f"{results}/preprocessed/Brats17_F02_1/image.npy"
+    failed = snakemake(work, bad, "--cores", "1", "--configfile", str(config), check=False)
+    assert failed.returncode != 0
+    assert f"{seg}: 6400 of 6400 voxels have values outside" in failed.stderr  # not only in the log
 
 
 @pytest.mark.parametrize(
@@ -100,6 +135,8 @@ def test_dry_run_of_the_paper_config_on_a_fake_brats_tree(tmp_path):
         ({"attacks": {"fgsm": {"epsilons": [-0.05]}}}, "-0.05"),
         ({"training": {"adversarial": {"epsilons": [-0.01]}}}, "-0.01"),
         ({"statistics": {"table1_iteration": 30}}, "statistics.table1_iteration = 30 exceeds"),
+        ({"split": {"val_fraction": 0.01}}, "split.val_fraction = 0.01 puts none of the 60"),
+        ({"data": {"source": "brats", "root": "/", "layout": "brats2019"}}, "brats2019"),
     ],
 )
 def test_bad_config_stops_with_the_key_named(tmp_path, sections, message):

@@ -5,7 +5,8 @@
 #
 #   sudo slurm/testbed/start.sh /tmp/slurm-test     # then: export SLURM_CONF=/tmp/slurm-test/slurm.conf
 #
-# Ports: SLURMCTLD_PORT (default 6817) and SLURMD_PORT (default 6818).
+# Ports: SLURMCTLD_PORT (default 6817) and SLURMD_PORT (default 6818). TESTBED_CPUS: the CPUs
+# the node offers (default: all the machine has), e.g. 2 to test a small node.
 # /etc/slurm/slurm.conf becomes a symlink to DIR/slurm.conf while the cluster runs: the
 # executor plugin's job step drops SLURM_CONF from the environment before it calls srun, so
 # srun inside a job only finds the default path. An existing /etc/slurm/slurm.conf (a real
@@ -43,6 +44,7 @@ mkdir -p "$DIR"/{state,spool,munge}
 chmod 755 "$DIR/munge"
 HOST=$(hostname -s)
 read -r CPUS MEMORY < <(slurmd -C | sed -n 's/.*CPUs=\([0-9]*\).*RealMemory=\([0-9]*\).*/\1 \2/p')
+CPUS=${TESTBED_CPUS:-$CPUS}
 sed -e "s|@DIR@|$DIR|g" -e "s|@HOST@|$HOST|g" -e "s|@CPUS@|$CPUS|g" -e "s|@MEMORY@|$MEMORY|g" \
     -e "s|@CTLD_PORT@|$CTLD_PORT|g" -e "s|@SLURMD_PORT@|$SLURMD_PORT|g" \
     "$HERE/slurm.conf.in" >"$DIR/slurm.conf"

@@ -1,10 +1,11 @@
-"""Atomic file output: write to a temporary sibling, then rename into place; Markdown documents
-with their HTML rendering.
+"""Atomic file output: write to a temporary sibling, then rename into place; file checksums;
+Markdown documents with their HTML rendering.
 
 A job killed mid-write (SLURM time limit, pre-emption, Ctrl-C) never leaves a half-written
 file under the final name, so Snakemake and resumed jobs only ever see complete outputs.
 """
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -89,3 +90,12 @@ def write_document(
         with atomic_path(html) as tmp:
             body = md.markdown(text, extensions=["tables"])
             tmp.write_text(_HTML_PAGE.format(body=body), encoding="utf-8")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -108,14 +108,16 @@ def preprocess_subject(
     shape: tuple[int, int, int],
     standardisation: str = "brain",
     n4: dict | None = None,
+    checksums: dict[str, str] | None = None,
 ) -> dict:
     """Preprocess one subject into ``out_dir`` (written atomically); return its metadata.
 
     ``n4`` holds keyword arguments for :func:`n4_correct` (``None`` or ``{"enabled": False}``
-    skips N4). The raw files are only read.
+    skips N4); ``checksums`` the raw files' expected SHA-256 (see :func:`load_subject`). The
+    raw files are only read; their SHA-256 is recorded in the metadata.
     """
     n4 = dict(n4 or {"enabled": False})
-    image, labels, affine = load_subject(subject)
+    image, labels, affine, sha256 = load_subject(subject, checksums)
     spacing = tuple(float(s) for s in nib.affines.voxel_sizes(affine))
     mask = brain_mask(image)
     if n4.pop("enabled", True):
@@ -128,6 +130,9 @@ def preprocess_subject(
     meta = {
         "subject": subject.id,
         "grade": subject.grade,
+        "layout": subject.layout,
+        "raw_files": {key: str(path) for key, path in subject.files.items()},
+        "raw_sha256": sha256,
         "raw_shape": list(labels.shape),
         "raw_spacing": list(spacing),
         "shape": list(shape),
