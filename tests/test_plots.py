@@ -179,6 +179,15 @@ def test_figure2_other_model_and_ci(table):
     fig = P.figure2(table, model="distill_T20", error="ci95")
     assert "95% CI" in fig.axes[0].get_ylabel()
     assert "Distillation (T=20)" in fig.axes[0].get_title()
+    assert not any(t.get_text() == "α·N = ε" for t in fig.axes[0].texts)
+
+
+def test_figure2_marks_where_the_budget_is_spent(table):
+    fig = P.figure2(table, alphas={"ifgsm": 0.005, "tifgsm": 0.01})
+    for ax, spent in zip(fig.axes, (10, 5), strict=True):  # ε = 0.05: N = ε / α
+        marks = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"]
+        assert marks == [spent]
+        assert [t.get_text() for t in ax.texts] == ["α·N = ε"]
 
 
 def test_supplementary_figure2_psnr(table):

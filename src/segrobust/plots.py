@@ -384,11 +384,14 @@ def figure2(
     eps: float | None = None,
     regions: Sequence[str] = REGION_ORDER,
     error: ErrorKind = "sd",
+    alphas: Mapping[str, float] | None = None,
 ) -> Figure:
     """Paper's Fig. 2: Dice vs number of iterations, one panel per attack, a line per region.
 
     Iteration 0 is the clean input: the attack's own iteration-0 rows if it has them, else the
-    model's clean (attack "none") rows. ``eps=None`` takes the attack's only ε.
+    model's clean (attack "none") rows. ``eps=None`` takes the attack's only ε. With the step
+    sizes ``alphas`` (per attack) a dotted line marks the iteration where α·N reaches ε: later
+    iterates stay on the ε ball's surface.
     """
     summary = _iteration_summary(df, model, attacks, eps, "dice", error, by_region=True)
     _check_regions(summary, regions)
@@ -402,6 +405,13 @@ def figure2(
         part = summary[summary["attack"] == attack]
         _error_lines(ax, part, "iteration", "region", regions, styles, labels, dodge=0.3)
         ax.set_title(f"{attack_label(attack)} (ε = {part['eps'].iloc[0]:g}, {model_label(model)})")
+        if alphas and attack in alphas:
+            spent = math.ceil(part["eps"].iloc[0] / alphas[attack] - 1e-9)
+            ax.axvline(spent, color="0.4", linestyle=":", linewidth=1)
+            ax.annotate(
+                "α·N = ε", (spent, 0.02), xytext=(3, 0), textcoords="offset points",
+                xycoords=("data", "axes fraction"), fontsize="small", color="0.3",
+            )  # fmt: skip
         ax.set_xlabel("iterations")
         ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         _set_dice_axis(ax)

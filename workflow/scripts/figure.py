@@ -51,7 +51,8 @@ elif name == "fig5":
         modality=opts["modality"],
     )
 elif name == "fig2":
-    fig = plots.figure2(results, error=opts["error"])
+    alphas = {a: attacks[a]["alpha"] for a in ("ifgsm", "tifgsm")}
+    fig = plots.figure2(results, error=opts["error"], alphas=alphas)
 elif name == "supp_fig2":
     fig = plots.supplementary_figure2(results, error=opts["error"])
 elif name == "fig3":
