@@ -1,5 +1,6 @@
 # Helpers for the rules: subject list, target lists, number formatting, code digests.
 import hashlib
+import re
 from pathlib import Path
 
 import segrobust
@@ -63,14 +64,61 @@ def _models():
     models += [f"distill_T{fmt(t)}" for t in train["distillation"]["temperatures"]]
     models += [f"adv_eps{fmt(e)}" for e in train["adversarial"]["epsilons"]]
     models += ["noise"] if train["noise"]["enabled"] else []
-    return models
+    return [f"{arch}.{m}" if arch else m for arch in [None, *ARCHITECTURES] for m in models]
 
 
-MODELS = _models()
+# Architectures and external models. The default network (config `model:`, the Isensee UNet)
+# trains the models `baseline`, `adv_eps0.05`, ...; each entry `key` of `architectures:` trains
+# the same set as `key.baseline`, `key.adv_eps0.05`, ... Entries of `external_models:` are
+# evaluated and attacked under their own name, never trained.
+ARCHITECTURES = config["architectures"]
+EXTERNAL = {entry["name"]: entry for entry in config["external_models"]}
+TRAINED = _models()
+MODELS = TRAINED + list(EXTERNAL)
+_STRATEGY_NAMES = r"baseline|noise|(?:teacher|distill)_T[0-9.e+]+|adv_eps[0-9.e\-]+"
+_ARCH_PREFIX = rf"(?:(?:{'|'.join(map(re.escape, ARCHITECTURES))})\.)?" if ARCHITECTURES else ""
+TRAINED_PATTERN = rf"{_ARCH_PREFIX}(?:{_STRATEGY_NAMES})"
+EXTERNAL_PATTERN = "|".join(map(re.escape, EXTERNAL)) or "(?!)"
+MODEL_PATTERN = f"{TRAINED_PATTERN}|{EXTERNAL_PATTERN}"
+if clash := set(EXTERNAL) & set(TRAINED):
+    raise ValueError(f"external_models names {sorted(clash)} are also names of trained models")
+
+
+def arch_of(model):
+    """(architectures key or None for the default network, model name without it)."""
+    arch, _, rest = model.partition(".")
+    return (arch, rest) if arch in ARCHITECTURES else (None, model)
+
+
+def architecture(model):
+    """The network {name, kwargs} (segrobust.architectures.build) of a trained model, or of an
+    external model's state_dict (None: TorchScript)."""
+    arch = arch_of(model)[0]
+    if model in EXTERNAL:
+        entry = EXTERNAL[model]["architecture"]
+    elif arch is None:
+        entry = {"network": "UNet3D", "kwargs": config["model"]}
+    else:
+        entry = ARCHITECTURES[arch]
+    return entry and {"name": entry["network"], "kwargs": entry["kwargs"]}
+
+
+def inference_settings(model):
+    """How evaluation and attacks run ``model`` (segrobust.inference.wrap): `inference:`,
+    for an external model updated by its own `inference:` and input/output conventions."""
+    settings = dict(config["inference"])
+    if model in EXTERNAL:
+        entry = EXTERNAL[model]
+        settings.update(entry["inference"])
+        settings.update({k: entry[k] for k in ("modalities", "normalization", "output")})
+    return settings
 
 
 def parse_model(model):
     """(strategy, temperature, epsilon) of a model name; rejects non-canonical numbers."""
+    if model in EXTERNAL:
+        return "external", 1.0, 0.0
+    model = arch_of(model)[1]
     for prefix, strategy in (("teacher_T", "distill_teacher"), ("distill_T", "distill_student")):
         if model.startswith(prefix):
             value = model.removeprefix(prefix)
@@ -101,7 +149,7 @@ def train_settings(model):
         "epsilon": epsilon,
         "augment": train["augment"],
         "amp": train["amp"],
-        **config["model"],
+        "architecture": architecture(model),
     }
     if strategy in ("distill_teacher", "distill_student"):
         for override in train["distillation"]["overrides"]:
@@ -118,7 +166,7 @@ def train_settings(model):
 def training_code(wildcards):
     """Digest of the code a model's training runs: the FGSM and noise steps come from the
     attacks module, so only adversarial and noise training re-run when it changes."""
-    modules = ["training", "model", "losses", "metrics", "data"]
+    modules = ["training", "model", "architectures", "losses", "metrics", "data"]
     if parse_model(wildcards.model)[0] in ("adversarial", "noise"):
         modules.append("attacks")
     return code_digest(*modules)
@@ -128,7 +176,9 @@ def teacher_of(wildcards):
     strategy, temperature, _ = parse_model(wildcards.model)
     if strategy != "distill_student":
         return {}
-    return {"teacher": f"{R}/models/teacher_T{fmt(temperature)}/model.pt"}
+    arch = arch_of(wildcards.model)[0]
+    teacher = f"{arch}.teacher_T{fmt(temperature)}" if arch else f"teacher_T{fmt(temperature)}"
+    return {"teacher": f"{R}/models/{teacher}/model.pt"}
 
 
 def attacks_of(model):

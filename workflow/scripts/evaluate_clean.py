@@ -7,13 +7,15 @@ import torch
 from segrobust.data import read_split
 from segrobust.evaluation import evaluate_clean
 from segrobust.fileio import atomic_path
+from segrobust.inference import wrap
 from segrobust.logs import log_to_file
 from segrobust.model import load_model, select_device, use_amp
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device = select_device(snakemake.params.device)
-model, _ = load_model(snakemake.input.model, map_location=device)
+network, _ = load_model(snakemake.input.model, map_location=device)
+model = wrap(network, snakemake.params.inference)
 root = Path(snakemake.params.preprocessed)
 results = evaluate_clean(
     model,
