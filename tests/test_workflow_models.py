@@ -6,7 +6,14 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT
-from test_workflow import TINY, planned_jobs, snakemake, write_config
+from test_workflow import (
+    TINY,
+    planned_fields,
+    planned_jobs,
+    planned_models,
+    snakemake,
+    write_config,
+)
 
 from segrobust import architectures
 from segrobust.labels import MODALITIES
@@ -99,3 +106,36 @@ def test_external_models_give_the_dice_of_direct_inference(models_run):
             got = clean[clean["subject"] == subject].set_index("region")["dice"]
             for region, dice in dice_regions(pred, truth).items():
                 assert got[region] == pytest.approx(dice, abs=1e-6), (model, subject, region)
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"architectures": {"resnet": {"network": "ResNet50"}}}, "ResNet50"),
+        ({"architectures": {"Seg.Res": {"network": "SegResNet"}}}, "Seg.Res"),
+        ({"external_models": [{"name": "baseline", "checkpoint": "m.ts"}]}, "also names of"),
+        ({"external_models": [{"name": "x", "checkpoint": "m.ts", "output": {"type": "probs"}}]},
+         "probs"),
+        ({"inference": {"roi_size": [16, 16]}}, "roi_size"),
+    ],
+)  # fmt: skip
+def test_bad_model_config_stops_with_the_key_named(tmp_path, sections, message):
+    config = write_config(tmp_path / "c.yaml", **sections)
+    result = snakemake(tmp_path, "-n", "--configfile", str(config), check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+def test_dry_run_plans_the_teacher_of_each_architecture(tmp_path):
+    config = write_config(
+        tmp_path / "c.yaml",
+        architectures={"basic": {"network": "BasicUNet", "kwargs": {"features": [8] * 6}}},
+        training={"adversarial": {"epsilons": []}, "noise": {"enabled": False}},
+    )
+    result = snakemake(tmp_path, "-n", "--configfile", str(config))
+    assert planned_models(result, "train_model") == {
+        "baseline", "teacher_T20", "distill_T20",
+        "basic.baseline", "basic.teacher_T20", "basic.distill_T20",
+    }  # fmt: skip
+    teachers = planned_fields(result, "train_model", r"input: results/models/(\S+)/model.pt")
+    assert sorted(teachers) == ["basic.teacher_T20", "teacher_T20"]
