@@ -104,14 +104,13 @@ def architecture(model):
 
 
 def inference_settings(model):
-    """How evaluation and attacks run ``model`` (segrobust.inference.wrap): `inference:`,
-    for an external model updated by its own `inference:` and input/output conventions."""
-    settings = dict(config["inference"])
-    if model in EXTERNAL:
-        entry = EXTERNAL[model]
-        settings.update(entry["inference"])
-        settings.update({k: entry[k] for k in ("modalities", "normalization", "output")})
-    return settings
+    """How evaluation and attacks run ``model`` (segrobust.inference.wrap): `inference:` for
+    trained models; an external model's own `inference:` and input/output conventions."""
+    if model not in EXTERNAL:
+        return config["inference"]
+    entry = EXTERNAL[model]
+    conventions = {k: entry[k] for k in ("modalities", "normalization", "output")}
+    return {**entry["inference"], **conventions}
 
 
 def parse_model(model):

@@ -6,6 +6,7 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT
+from monai.inferers import sliding_window_inference
 from test_workflow import (
     TINY,
     planned_fields,
@@ -30,7 +31,8 @@ EXTERNAL = {"regions", "classes"}
 
 def _external_models(directory):
     """A TorchScript net with sigmoid TC/WT/ET outputs on reversed, z-scored modalities, and a
-    DynUNet state_dict whose softmax channels are the BraTS labels 4, 2, 1, 0."""
+    DynUNet state_dict whose softmax channels are the BraTS labels 4, 2, 1, 0, run on 8³
+    sliding windows."""
     torch.manual_seed(0)
     regions = UNet3D(n_classes=3, base_filters=4, depth=3).eval()
     torch.jit.save(torch.jit.trace(regions, torch.randn(1, 4, 16, 16, 16)), directory / "r.ts")
@@ -42,7 +44,8 @@ def _external_models(directory):
          "output": {"type": "sigmoid", "regions": ["TC", "WT", "ET"], "threshold": 0.5}},
         {"name": "classes", "checkpoint": str(directory / "s.pth"),
          "architecture": {"network": "DynUNet", "kwargs": DYNUNET},
-         "output": {"type": "softmax", "labels": [4, 2, 1, 0]}},
+         "output": {"type": "softmax", "labels": [4, 2, 1, 0]},
+         "inference": {"roi_size": [8, 8, 8], "overlap": 0.5}},
     ]  # fmt: skip
     return {"regions": regions, "classes": classes}, config
 
@@ -96,7 +99,9 @@ def test_external_models_give_the_dice_of_direct_inference(models_run):
         with torch.no_grad():
             x = torch.from_numpy(_zscore_nonzero(image[order]))[None]
             tc, wt, et = (networks["regions"](x)[0].sigmoid() > 0.5).numpy()
-            channel = networks["classes"](torch.from_numpy(image)[None])[0].argmax(0).numpy()
+            x = torch.from_numpy(image)[None]
+            logits = sliding_window_inference(x, (8, 8, 8), 1, networks["classes"], overlap=0.5)
+            channel = logits[0].argmax(0).numpy()
         predictions = {
             "regions": np.where(et, 3, np.where(tc, 1, np.where(wt, 2, 0))),
             "classes": np.array([3, 2, 1, 0])[channel],  # labels 4, 2, 1, 0 as classes
