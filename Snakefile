@@ -20,7 +20,7 @@ include: "rules/common.smk"
 wildcard_constraints:
     subject=r"[A-Za-z0-9][A-Za-z0-9_\-]*",
     seed=r"[0-9]+",
-    model=r"baseline|noise|(teacher|distill)_T[0-9.e+]+|adv_eps[0-9.e\-]+",
+    model=MODEL_PATTERN,
     attack=r"fgsm|ifgsm|tifgsm|pgd|segpgd|fgsm_T|transfer_fgsm|realistic",
     figure=r"fig1|fig2|supp_fig2|fig3|fig4|fig5|robustness|realistic",
 

@@ -54,7 +54,8 @@ def write_volumes(root: Path, shape: tuple[int, int, int], n: int) -> list[Path]
 
 
 def loop_seconds(dirs: list[Path], out: Path, epochs: int) -> float:
-    settings = TrainSettings(strategy="baseline", epochs=epochs, lr=1e-4, **NET)
+    architecture = {"name": "UNet3D", "kwargs": NET}
+    settings = TrainSettings(strategy="baseline", epochs=epochs, lr=1e-4, architecture=architecture)
     began = clock()
     train(settings, dirs, [], out / "m.pt", out / "log.csv", out / "ckpt.pt", device="cpu")
     return clock() - began

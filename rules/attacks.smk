@@ -13,12 +13,15 @@ rule attack:
         preprocessed=PREPROCESSED,
         settings=attack_settings,
         source_name=config["attacks"]["transfer_fgsm"]["source"],
+        inference=lambda wildcards: inference_settings(wildcards.model),
+        source_inference=inference_settings(config["attacks"]["transfer_fgsm"]["source"]),
         attack_seed=config["seed"],
         amp=config["training"]["amp"],
         conv_kernel=config["training"]["conv_kernel"],
         device=config["training"]["device"],
         code=code_digest(
-            "evaluation", "attacks", "perturbations", "metrics", "model", "losses", "data"
+            "evaluation", "attacks", "perturbations", "metrics", "model", "architectures",
+            "inference", "external", "losses", "data",
         ),
     log:
         f"{LOGS}/attack/{MODEL_DIR}/{{attack}}.log",

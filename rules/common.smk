@@ -1,5 +1,6 @@
 # Helpers for the rules: subject list, target lists, number formatting, code digests.
 import hashlib
+import re
 from pathlib import Path
 
 from snakemake.logging import logger
@@ -83,17 +84,74 @@ def _models():
     models += [f"distill_T{fmt(t)}" for t in train["distillation"]["temperatures"]]
     models += [f"adv_eps{fmt(e)}" for e in train["adversarial"]["epsilons"]]
     models += ["noise"] if train["noise"]["enabled"] else []
-    return models
+    return [f"{arch}.{m}" if arch else m for arch in [None, *ARCHITECTURES] for m in models]
 
 
-MODELS = _models()
+# Architectures and external models. The default network (config `model:`, the Isensee UNet)
+# trains the models `baseline`, `adv_eps0.05`, ...; each entry `key` of `architectures:` trains
+# the same set as `key.baseline`, `key.adv_eps0.05`, ... Entries of `external_models:` are
+# evaluated and attacked under their own name, never trained.
+ARCHITECTURES = config["architectures"]
+EXTERNAL = {entry["name"]: entry for entry in config["external_models"]}
+TRAINED = _models()
+MODELS = TRAINED + list(EXTERNAL)
+_STRATEGY_NAMES = r"baseline|noise|(?:teacher|distill)_T[0-9.e+]+|adv_eps[0-9.e\-]+"
+_ARCH_PREFIX = rf"(?:(?:{'|'.join(map(re.escape, ARCHITECTURES))})\.)?" if ARCHITECTURES else ""
+TRAINED_PATTERN = rf"{_ARCH_PREFIX}(?:{_STRATEGY_NAMES})"
+EXTERNAL_PATTERN = "|".join(map(re.escape, EXTERNAL)) or "(?!)"
+MODEL_PATTERN = f"{TRAINED_PATTERN}|{EXTERNAL_PATTERN}"
+if clash := set(EXTERNAL) & set(TRAINED):
+    raise ValueError(f"external_models names {sorted(clash)} are also names of trained models")
+
+
+def arch_of(model):
+    """(architectures key or None for the default network, model name without it)."""
+    arch, _, rest = model.partition(".")
+    return (arch, rest) if arch in ARCHITECTURES else (None, model)
+
+
+def architecture(model):
+    """The network {name, kwargs} (segrobust.architectures.build) of a trained model, or of an
+    external model's state_dict (None: TorchScript)."""
+    arch = arch_of(model)[0]
+    if model in EXTERNAL:
+        entry = EXTERNAL[model]["architecture"]
+    elif arch is None:
+        entry = {"network": "UNet3D", "kwargs": config["model"]}
+    else:
+        entry = ARCHITECTURES[arch]
+    return entry and {"name": entry["network"], "kwargs": entry["kwargs"]}
+
+
+def inference_settings(model):
+    """How evaluation and attacks run ``model`` (segrobust.inference.wrap): `inference:` for
+    trained models; an external model's own `inference:` and input/output conventions."""
+    if model not in EXTERNAL:
+        return config["inference"]
+    entry = EXTERNAL[model]
+    conventions = {k: entry[k] for k in ("modalities", "normalization", "output")}
+    return {**entry["inference"], **conventions}
 SEEDS = config["training"]["seeds"]
-# one spelling of a trained replicate in every path: <model>/seed<seed>
+# one spelling of a trained replicate in every path: <model>/seed<seed>; an external model is
+# one replicate, seed0
 MODEL_DIR = "{model}/seed{seed}"
+
+
+def seeds_of(model):
+    """The replicates of ``model``: one per training seed; [0] for an external model."""
+    return [0] if model in EXTERNAL else SEEDS
+
+
+def model_dirs(pattern):
+    """``pattern`` (with {model} and {seed}) for every replicate of every model."""
+    return [pattern.format(model=m, seed=s) for m in MODELS for s in seeds_of(m)]
 
 
 def parse_model(model):
     """(strategy, temperature, epsilon) of a model name; rejects non-canonical numbers."""
+    if model in EXTERNAL:
+        return "external", 1.0, 0.0
+    model = arch_of(model)[1]
     for prefix, strategy in (("teacher_T", "distill_teacher"), ("distill_T", "distill_student")):
         if model.startswith(prefix):
             value = model.removeprefix(prefix)
@@ -125,7 +183,7 @@ def train_settings(model, seed):
         "augment": train["augment"],
         "amp": train["amp"],
         "conv_kernel": train["conv_kernel"],
-        **config["model"],
+        "architecture": architecture(model),
     }
     if strategy in ("distill_teacher", "distill_student"):
         for override in train["distillation"]["overrides"]:
@@ -142,7 +200,7 @@ def train_settings(model, seed):
 def training_code(wildcards):
     """Digest of the code a model's training runs: the FGSM and noise steps come from the
     attacks module, so only adversarial and noise training re-run when it changes."""
-    modules = ["training", "model", "losses", "metrics", "data"]
+    modules = ["training", "model", "architectures", "losses", "metrics", "data"]
     if parse_model(wildcards.model)[0] in ("adversarial", "noise"):
         modules.append("attacks")
     return code_digest(*modules)
@@ -153,7 +211,9 @@ def teacher_of(wildcards):
     strategy, temperature, _ = parse_model(wildcards.model)
     if strategy != "distill_student":
         return {}
-    return {"teacher": f"{R}/models/teacher_T{fmt(temperature)}/seed{wildcards.seed}/model.pt"}
+    arch = arch_of(wildcards.model)[0]
+    teacher = f"{arch}.teacher_T{fmt(temperature)}" if arch else f"teacher_T{fmt(temperature)}"
+    return {"teacher": f"{R}/models/{teacher}/seed{wildcards.seed}/model.pt"}
 
 
 def attacks_of(model):
@@ -172,7 +232,7 @@ def attacks_of(model):
 
 def attack_results():
     return [
-        f"{R}/attacks/{m}/seed{s}/{a}.csv" for m in MODELS for s in SEEDS for a in attacks_of(m)
+        f"{R}/attacks/{m}/seed{s}/{a}.csv" for m in MODELS for s in seeds_of(m) for a in attacks_of(m)
     ]
 
 
@@ -189,11 +249,14 @@ def attack_settings(wildcards):
 
 
 def transfer_source(wildcards):
-    """The model transfer FGSM is crafted on: the source of the same seed."""
+    """The model transfer FGSM is crafted on: the source of the same seed (its first seed for
+    an external model)."""
     if wildcards.attack != "transfer_fgsm":
         return {}
     source = config["attacks"]["transfer_fgsm"]["source"]
-    return {"source": f"{R}/models/{source}/seed{wildcards.seed}/model.pt"}
+    seeds = seeds_of(source)
+    seed = int(wildcards.seed) if int(wildcards.seed) in seeds else seeds[0]
+    return {"source": f"{R}/models/{source}/seed{seed}/model.pt"}
 
 
 def table1_rows():
@@ -259,11 +322,12 @@ def figure_inputs(wildcards):
         return {}
     models = ["baseline"] if wildcards.figure == "fig1" else MODELS
     attacks = ("fgsm", "ifgsm", "tifgsm") if wildcards.figure == "fig1" else ("fgsm",)
-    seed = SEEDS[0]
     return {
         "split": f"{R}/split.csv",
-        "examples": [f"{R}/attacks/{m}/seed{seed}/{a}_examples" for m in models for a in attacks],
-        "predictions": [f"{R}/evaluation/{m}/seed{seed}/predictions" for m in models],
+        "examples": [
+            f"{R}/attacks/{m}/seed{seeds_of(m)[0]}/{a}_examples" for m in models for a in attacks
+        ],
+        "predictions": [f"{R}/evaluation/{m}/seed{seeds_of(m)[0]}/predictions" for m in models],
     }
 
 
@@ -279,7 +343,7 @@ def remove_finished_checkpoints():
 def all_targets():
     return [
         f"{R}/split.csv",
-        *expand(f"{R}/evaluation/{MODEL_DIR}/clean.csv", model=MODELS, seed=SEEDS),
+        *model_dirs(f"{R}/evaluation/{MODEL_DIR}/clean.csv"),
         f"{R}/tables/table1.md",
         f"{R}/tables/table2.md",
         f"{R}/tables/replicates.md",

@@ -3,7 +3,7 @@
 
 rule collect_results:
     input:
-        clean=expand(f"{R}/evaluation/{MODEL_DIR}/clean.csv", model=MODELS, seed=SEEDS),
+        clean=model_dirs(f"{R}/evaluation/{MODEL_DIR}/clean.csv"),
         attacks=attack_results(),
     output:
         f"{R}/results.csv",
@@ -62,7 +62,7 @@ rule figure:
         attacks=config["attacks"],
         table1_iteration=config["statistics"]["table1_iteration"],
         robust_eps=config["statistics"]["table1_fgsm_eps"],
-        example_seed=SEEDS[0],
+        example_seeds={m: seeds_of(m)[0] for m in MODELS},
         code=code_digest("plots", "statistics", "evaluation", "data"),
     log:
         f"{LOGS}/figure/{{figure}}.log",

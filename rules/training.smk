@@ -1,7 +1,10 @@
-# One trained model per (family, T or ε) and training seed; its clean evaluation on the test split.
+# One trained model per (architecture, family, T or ε) and training seed, or an imported
+# external model; its clean evaluation on the test split.
 
 
 rule train_model:
+    wildcard_constraints:
+        model=TRAINED_PATTERN,
     input:
         unpack(teacher_of),
         split=f"{R}/split.csv",
@@ -29,6 +32,24 @@ rule train_model:
         "../workflow/scripts/train_model.py"
 
 
+rule import_external:
+    wildcard_constraints:
+        model=EXTERNAL_PATTERN,
+    input:
+        checkpoint=lambda wildcards: EXTERNAL[wildcards.model]["checkpoint"],
+    output:
+        model=f"{R}/models/{{model}}/seed0/model.pt",
+    params:
+        architecture=lambda wildcards: architecture(wildcards.model),
+        code=code_digest("external", "architectures", "model"),
+    log:
+        f"{LOGS}/import_external/{{model}}.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/import_external.py"
+
+
 rule evaluate_clean:
     input:
         model=f"{R}/models/{MODEL_DIR}/model.pt",
@@ -41,7 +62,10 @@ rule evaluate_clean:
         amp=config["training"]["amp"],
         conv_kernel=config["training"]["conv_kernel"],
         device=config["training"]["device"],
-        code=code_digest("evaluation", "model", "metrics", "data"),
+        inference=lambda wildcards: inference_settings(wildcards.model),
+        code=code_digest(
+            "evaluation", "model", "architectures", "inference", "external", "metrics", "data"
+        ),
     log:
         f"{LOGS}/evaluate_clean/{MODEL_DIR}.log",
     benchmark:

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from segrobust.architectures import record
 from segrobust.losses import segmentation_loss
 from segrobust.model import (
     UNet3D,
-    arch_dict,
     autocast,
     load_model,
     predict_classes,
@@ -91,9 +91,9 @@ def test_save_load_round_trip(tmp_path):
     loaded, extra = load_model(path)
     assert extra == {"loss": "paper", "epochs": 3}
     assert (
-        arch_dict(loaded)
-        == arch_dict(model)
-        == {**TINY, "in_channels": 4, "n_classes": 4, "dropout": 0.3}
+        record(loaded)
+        == record(model)
+        == {"name": "UNet3D", "kwargs": {**TINY, "in_channels": 4, "n_classes": 4, "dropout": 0.3}}
     )
     assert not loaded.training
     image, _ = tiny_batch()
@@ -112,7 +112,7 @@ def test_load_model_rejects_bad_files(tmp_path):
     torch.save({"weights": torch.zeros(3)}, foreign)
     mismatched = tmp_path / "mismatched.pt"
     checkpoint = torch.load(good, weights_only=True)
-    checkpoint["arch"]["base_filters"] = 8
+    checkpoint["arch"]["kwargs"]["base_filters"] = 8
     torch.save(checkpoint, mismatched)
     for path in (truncated, garbage, foreign, mismatched):
         with pytest.raises(ValueError, match=path.name):

@@ -37,7 +37,8 @@ from segrobust.training import (
 )
 
 SHAPE = (16, 16, 16)
-TINY = {"base_filters": 4, "depth": 3, "lr": 3e-3, "epochs": 3}
+NET = {"name": "UNet3D", "kwargs": {"base_filters": 4, "depth": 3}}
+TINY = {"architecture": NET, "lr": 3e-3, "epochs": 3}
 
 
 def write_subject(directory: Path, rng: np.random.Generator, grade: str) -> Path:
@@ -104,8 +105,8 @@ def assert_same_weights(a: dict, b: dict) -> None:
         ({"augment": "yes"}, "augment"),
         ({"amp": "fp16"}, "amp"),
         ({"conv_kernel": "im2col"}, "conv_kernel"),
-        ({"depth": 1}, "depth"),
-        ({"dropout": 1.0}, "dropout"),
+        ({"architecture": {"name": "ResNet50", "kwargs": {}}}, "architecture"),
+        ({"architecture": {"network": "UNet3D"}}, "architecture"),
     ],
 )
 def test_invalid_settings_name_the_field(changes, field):
@@ -372,7 +373,8 @@ _CHILD = """
 import sys, torch
 torch.set_num_threads(1)
 from segrobust.training import TrainSettings, train
-settings = TrainSettings(strategy="noise", epochs=4, lr=3e-3, base_filters=4, depth=3)
+NET = {"name": "UNet3D", "kwargs": {"base_filters": 4, "depth": 3}}
+settings = TrainSettings(strategy="noise", epochs=4, lr=3e-3, architecture=NET)
 out = sys.argv[1]
 train(settings, sys.argv[2].split(","), sys.argv[3].split(","), out + "/model.pt",
       out + "/log.csv", out + "/ckpt.pt", device="cpu")
@@ -380,7 +382,7 @@ train(settings, sys.argv[2].split(","), sys.argv[3].split(","), out + "/model.pt
 
 
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(cohort, tmp_path):
-    settings = TrainSettings(strategy="noise", epochs=4, lr=3e-3, base_filters=4, depth=3)
+    settings = TrainSettings(strategy="noise", epochs=4, lr=3e-3, architecture=NET)
     out = tmp_path / "killed"
     out.mkdir()
     args = [sys.executable, "-c", _CHILD, str(out), *(",".join(map(str, c)) for c in cohort)]

@@ -14,9 +14,9 @@ implementation it describes; Isensee's own code puts norm → LeakyReLU before t
 """
 
 import os
+import zipfile
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -153,31 +153,42 @@ class UNet3D(nn.Module):
         return out
 
 
-def arch_dict(model: UNet3D) -> dict[str, Any]:
-    """The constructor arguments of ``model`` (JSON-able)."""
-    return dict(model.arch)
+def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> None:
+    """Atomically save architecture record, weights and ``extra`` (plain Python values)."""
+    from segrobust.architectures import record  # that module imports this one
 
-
-def save_model(model: UNet3D, path: str | os.PathLike, extra: dict | None = None) -> None:
-    """Atomically save architecture, weights and ``extra`` (plain Python values) to ``path``."""
-    checkpoint = {"arch": arch_dict(model), "state_dict": model.state_dict(), "extra": extra or {}}
+    checkpoint = {"arch": record(model), "state_dict": model.state_dict(), "extra": extra or {}}
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
+
+
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive (torch.jit.save) rather than a torch.save file."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
 
 
 def load_model(
     path: str | os.PathLike,
     map_location: str | torch.device = "cpu",
     conv_kernel: str = "onednn",
-) -> tuple[UNet3D, dict]:
+) -> tuple[nn.Module, dict]:
     """Load a checkpoint written by :func:`save_model`; return (model in eval mode, extra).
 
-    ``conv_kernel``: what runs its float32 CPU convolutions (:mod:`segrobust.kernels`).
+    A TorchScript archive (an external model) loads with ``torch.jit.load`` and extra = {}:
+    neither way executes pickled Python code. ``conv_kernel``: what runs the float32 CPU
+    convolutions of a rebuilt network (:mod:`segrobust.kernels`).
     """
+    from segrobust.architectures import build  # that module imports this one
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model checkpoint not found: {path}")
     try:
+        if is_torchscript(path):
+            return torch.jit.load(path, map_location=map_location).eval(), {}
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
         raise ValueError(
@@ -188,8 +199,11 @@ def load_model(
         raise ValueError(
             f"{path} is not a segrobust model checkpoint (keys arch, state_dict, extra)"
         )
+    arch = checkpoint["arch"]
+    if not isinstance(arch, dict) or not {"name", "kwargs"} <= arch.keys():
+        raise ValueError(f"{path}: arch must record the architecture's name and kwargs")
     try:
-        model = UNet3D(**checkpoint["arch"])
+        model = build(arch["name"], arch["kwargs"])
         model.load_state_dict(checkpoint["state_dict"])
     except (TypeError, ValueError, RuntimeError) as err:
         raise ValueError(f"checkpoint {path} does not match its architecture: {err}") from err

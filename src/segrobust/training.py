@@ -52,7 +52,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -61,16 +61,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from segrobust import architectures
 from segrobust.attacks import fgsm, relative_scale, sign_direction, uniform_start
 from segrobust.data import Volume, open_volume
 from segrobust.fileio import atomic_path
 from segrobust.kernels import CONV_KERNELS, provenance, set_conv_kernel
-from segrobust.labels import MODALITIES, N_CLASSES, REGIONS
+from segrobust.labels import REGIONS
 from segrobust.losses import LOSS_VARIANTS, segmentation_loss
 from segrobust.metrics import dice_regions
 from segrobust.model import (
     AMP_MODES,
-    UNet3D,
     autocast,
     load_model,
     predict_classes,
@@ -116,7 +116,8 @@ class TrainSettings:
     ``update`` chooses the two-pass scheme of ``adversarial`` and ``noise`` (module docstring).
     ``amp``: "auto" = bf16 autocast on CUDA and on CPUs with native bf16, else float32; "on" =
     bf16 everywhere; "off". ``conv_kernel``: what runs float32 CPU convolutions
-    (:mod:`segrobust.kernels`).
+    (:mod:`segrobust.kernels`). ``architecture``: the network, ``{name, kwargs}``
+    (:func:`segrobust.architectures.build`).
     """
 
     strategy: str
@@ -134,9 +135,9 @@ class TrainSettings:
     augment: bool = True
     amp: str = "auto"
     conv_kernel: str = "onednn"
-    base_filters: int = 16
-    depth: int = 5
-    dropout: float = 0.3
+    architecture: Mapping[str, Any] = field(
+        default_factory=lambda: {"name": architectures.DEFAULT, "kwargs": {}}
+    )
 
     def __post_init__(self) -> None:
         _check_choice("strategy", self.strategy, STRATEGIES)
@@ -163,9 +164,10 @@ class TrainSettings:
             _invalid("augment", self.augment, "must be true or false")
         _check_choice("amp", self.amp, AMP_MODES)
         _check_choice("conv_kernel", self.conv_kernel, CONV_KERNELS)
-        _check_int("base_filters", self.base_filters, 1)
-        _check_int("depth", self.depth, 2)
-        _check_real("dropout", self.dropout, "in [0, 1)", 0 <= self.dropout < 1)
+        arch = self.architecture
+        if not isinstance(arch, Mapping) or set(arch) != {"name", "kwargs"}:
+            _invalid("architecture", arch, "must be a mapping {name, kwargs}")
+        _check_choice("architecture name", arch["name"], architectures.NAMES)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainSettings":
@@ -613,8 +615,8 @@ def train(
 
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(_torch_seed(_seed_sequence(settings.seed, _INIT_STREAM)))
-        model = UNet3D(len(MODALITIES), N_CLASSES, settings.base_filters, settings.depth,
-                       settings.dropout)  # fmt: skip
+        model = architectures.build(**settings.architecture,
+                                    input_shape=train_volumes[0].image.shape[1:])  # fmt: skip
         model = model.to(device, memory_format=torch.channels_last_3d if cuda else None)
         set_conv_kernel(model, settings.conv_kernel)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)

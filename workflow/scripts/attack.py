@@ -7,6 +7,7 @@ import torch
 from segrobust.data import read_split
 from segrobust.evaluation import evaluate_attack
 from segrobust.fileio import atomic_path
+from segrobust.inference import wrap
 from segrobust.kernels import provenance
 from segrobust.logs import log_to_file
 from segrobust.model import load_model, select_device, use_amp
@@ -15,10 +16,12 @@ log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device = select_device(snakemake.params.device)
 amp, conv_kernel = use_amp(snakemake.params.amp, device), snakemake.params.conv_kernel
-model, extra = load_model(snakemake.input.model, device, conv_kernel)
+network, extra = load_model(snakemake.input.model, device, conv_kernel)
+model = wrap(network, snakemake.params.inference)
 source = None
 if "source" in snakemake.input.keys():
-    source, _ = load_model(snakemake.input.source, device, conv_kernel)
+    source = wrap(load_model(snakemake.input.source, device, conv_kernel)[0],
+                  snakemake.params.source_inference)  # fmt: skip
 test = read_split(snakemake.input.split, "test")
 settings = dict(snakemake.params.settings)
 settings["examples"] = {
@@ -35,7 +38,7 @@ results = evaluate_attack(
     device,
     snakemake.params.attack_seed,
     amp=amp,
-    temperature=extra["settings"]["temperature"],
+    temperature=extra.get("settings", {}).get("temperature", 1.0),  # external: no settings
     source=source,
     source_name=snakemake.params.source_name,
     examples_dir=snakemake.output.examples,

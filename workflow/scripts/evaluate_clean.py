@@ -7,6 +7,7 @@ import torch
 from segrobust.data import read_split
 from segrobust.evaluation import evaluate_clean
 from segrobust.fileio import atomic_path
+from segrobust.inference import wrap
 from segrobust.kernels import provenance
 from segrobust.logs import log_to_file
 from segrobust.model import load_model, select_device, use_amp
@@ -15,7 +16,8 @@ log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device = select_device(snakemake.params.device)
 amp, conv_kernel = use_amp(snakemake.params.amp, device), snakemake.params.conv_kernel
-model, _ = load_model(snakemake.input.model, device, conv_kernel)
+network, _ = load_model(snakemake.input.model, device, conv_kernel)
+model = wrap(network, snakemake.params.inference)
 root = Path(snakemake.params.preprocessed)
 results = evaluate_clean(
     model,

@@ -15,18 +15,20 @@ results = pd.read_csv(snakemake.input.results, keep_default_na=False, na_values=
 name = snakemake.wildcards.figure
 opts, attacks = snakemake.params.figures, snakemake.params.attacks
 R = Path(snakemake.input.results).parent
-replicate = f"seed{snakemake.params.example_seed}"  # the image figures show one replicate
+seeds = snakemake.params.example_seeds  # the image figures show one replicate of each model
 
 
 def example(model, kind, eps, step):
     """The saved adversarial input of ``model`` and the prediction from it."""
     item = Perturbed(kind, float(eps), step, np.nan, None, None)
-    stem = example_stem(R / "attacks" / model / replicate / f"{kind}_examples", subject, item)
+    replicate = R / "attacks" / model / f"seed{seeds[model]}"
+    stem = example_stem(replicate / f"{kind}_examples", subject, item)
     return plots.Segmented(*load_example(stem))
 
 
 def clean_prediction(model):
-    return read_classes(R / "evaluation" / model / replicate / "predictions" / f"{subject}.nii.gz")
+    replicate = R / "evaluation" / model / f"seed{seeds[model]}"
+    return read_classes(replicate / "predictions" / f"{subject}.nii.gz")
 
 
 if name in ("fig1", "fig5"):

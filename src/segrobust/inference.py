@@ -1,0 +1,85 @@
+"""The forward that evaluation and every attack run: input adaptation, network, output logits.
+
+:func:`wrap` composes one ``nn.Module`` from a loaded network and the plain-data ``inference``
+settings of its model (config ``inference:``, or an external model's own), so the attacks
+differentiate through the whole pipeline, never window by window:
+
+1. the input as the model expects it (external models: modality order, intensity
+   normalisation; :class:`segrobust.external.InputAdapter`);
+2. the network, over sliding windows when ``roi_size`` is set (MONAI's
+   ``sliding_window_inference``: windows of ``roi_size`` overlapping by the fraction
+   ``overlap``, blended with ``mode`` "constant" or "gaussian" weights, ``sw_batch_size``
+   windows per forward) — for networks trained on patches smaller than the volume;
+3. the output as 4-class logits (external models: softmax channel order, or TC/WT/ET sigmoid
+   channels; :func:`segrobust.external.output_adapter`).
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from segrobust.external import InputAdapter, output_adapter
+
+BLEND_MODES: tuple[str, ...] = ("constant", "gaussian")
+
+
+class SlidingWindow(nn.Module):
+    """``network`` over overlapping windows of ``roi_size``, stitched (differentiably)."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        roi_size: Sequence[int],
+        overlap: float = 0.25,
+        mode: str = "constant",
+        sw_batch_size: int = 1,
+    ):
+        super().__init__()
+        if len(roi_size) != 3 or min(roi_size) < 1:
+            raise ValueError(f"inference.roi_size must be three sizes >= 1, got {roi_size}")
+        if not 0 <= overlap < 1:
+            raise ValueError(f"inference.overlap must be in [0, 1), got {overlap}")
+        if mode not in BLEND_MODES:
+            raise ValueError(f"inference.mode must be one of {BLEND_MODES}, got {mode!r}")
+        self.network = network
+        self.roi_size = [int(s) for s in roi_size]
+        self.overlap, self.mode, self.sw_batch_size = float(overlap), mode, int(sw_batch_size)
+
+    def _window(self, x: Tensor) -> Tensor:
+        # a copy: MONAI weights the window output in place, which must not touch a tensor the
+        # network's backward needs
+        return self.network(x).clone()
+
+    def forward(self, x: Tensor) -> Tensor:
+        from monai.inferers import sliding_window_inference  # MONAI's import time: used here only
+
+        return sliding_window_inference(
+            x, self.roi_size, self.sw_batch_size, self._window, overlap=self.overlap,
+            mode=self.mode,
+        )  # fmt: skip
+
+
+def wrap(network: nn.Module, settings: Mapping[str, Any] | None = None) -> nn.Module:
+    """``network`` with the steps of the module docstring that ``settings`` asks for.
+
+    Keys (all optional): ``roi_size`` (null: the whole volume in one forward), ``overlap``,
+    ``mode``, ``sw_batch_size``; external models also ``modalities``, ``normalization`` and
+    ``output``. Without any, ``network`` itself is returned.
+    """
+    settings = dict(settings or {})
+    steps = []
+    if settings.get("modalities") is not None or settings.get("normalization", "none") != "none":
+        steps.append(
+            InputAdapter(settings.get("modalities"), settings.get("normalization", "none"))
+        )
+    if settings.get("roi_size") is not None:
+        steps.append(SlidingWindow(
+            network, settings["roi_size"], settings.get("overlap", 0.25),
+            settings.get("mode", "constant"), settings.get("sw_batch_size", 1),
+        ))  # fmt: skip
+    else:
+        steps.append(network)
+    if settings.get("output") is not None:
+        steps.append(output_adapter(settings["output"]))
+    return steps[0] if len(steps) == 1 else nn.Sequential(*steps).eval()
