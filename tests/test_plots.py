@@ -263,9 +263,9 @@ def test_robustness_figure_bars(table):
     groups = [t.get_text() for t in fig.axes[-1].get_xticklabels()]
     assert groups[0] == "Clean input"
     assert [g.split("\n")[0] for g in groups[1:]] == [
+        "T-aware FGSM",
         "PGD",
         "SegPGD",
-        "T-aware FGSM",
         "Transfer FGSM",
     ]
     assert "from No Defense" in groups[4]
@@ -275,12 +275,22 @@ def test_robustness_figure_bars(table):
         assert len(bars) == len(MODELS) and all(len(b) == len(groups) for b in bars)
     baseline_wt = _bars(fig.axes[0])[0]
     pgd_final = _mean(table, model="baseline", attack="pgd", iteration=10, region="WT")
-    assert baseline_wt[1].get_height() == pytest.approx(pgd_final)
-    assert np.isnan(baseline_wt[3].get_height())  # no temperature-aware attack on the baseline
+    assert baseline_wt[2].get_height() == pytest.approx(pgd_final)
+    assert np.isnan(baseline_wt[1].get_height())  # no temperature-aware attack on the baseline
     # the four models without a temperature-aware attack are marked, not drawn as Dice 0
     assert [t.get_text() for t in fig.axes[0].texts] == ["n/a"] * 4
     assert fig.legends
     _texts_readable(fig)
+
+
+def test_robustness_figure_puts_plain_fgsm_beside_the_temperature_aware_attack(table):
+    fig = P.robustness_figure(table, eps=TIME_ATTACK_EPS)
+    groups = [t.get_text().split("\n")[0] for t in fig.axes[-1].get_xticklabels()]
+    assert groups[1:3] == ["FGSM", "T-aware FGSM"]
+    distill = [b for b in _bars(fig.axes[0]) if b.get_label().startswith("Distillation")][0]
+    plain = _mean(table, model="distill_T20", attack="fgsm", eps=TIME_ATTACK_EPS, region="WT")
+    assert distill[1].get_height() == pytest.approx(plain)
+    assert distill[2].get_height() < distill[1].get_height()  # the attack through z/T bites
 
 
 def test_robustness_figure_subset_and_missing(table):
@@ -295,19 +305,25 @@ def test_robustness_figure_subset_and_missing(table):
 
 
 def test_realistic_figure_panels(table):
-    fig = P.realistic_figure(table, region="TC")
-    visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(visible) == len(P.REALISTIC_KINDS)
-    assert [ax.get_title() for ax in visible][:3] == ["Motion", "Ghosting", "Bias field"]
-    for ax in visible:
+    fig = P.realistic_figure(table, regions=["TC", "ET"])
+    kinds = len(P.REALISTIC_KINDS)
+    assert len(fig.axes) == 2 * kinds
+    tc, et = fig.axes[:kinds], fig.axes[kinds:]
+    assert [ax.get_title() for ax in tc][:3] == ["Motion", "Ghosting", "Bias field"]
+    for ax in fig.axes:
         assert len(_errorbars(ax)) == len(MODELS)
-        assert ax.get_xlabel() == "severity level"
-    assert list(_errorbars(visible[0])[0].lines[0].get_ydata()) == pytest.approx(
+        assert list(ax.get_xticks()) == [0, 1, 2, 3, 4, 5]  # the severities present
+    assert et[0].get_xlabel() == "severity"
+    assert list(_errorbars(tc[0])[0].lines[0].get_ydata()) == pytest.approx(
         [_mean(table, model="baseline", attack="motion", severity=s, region="TC") for s in range(6)]
     )
-    assert "Dice TC" in visible[0].get_ylabel()
+    assert "Dice TC" in tc[0].get_ylabel() and "Dice ET" in et[0].get_ylabel()
+    for row in (tc, et):  # fitted to the data: every mean inside, not the whole [0, 1]
+        low, high = row[0].get_ylim()
+        means = [y for ax in row for bars in _errorbars(ax) for y in bars.lines[0].get_ydata()]
+        assert low <= min(means) and max(means) <= high and (low > 0 or high < 1)
     fig2 = P.realistic_figure(table, kinds=["spike", "motion"], models=["baseline", "noise"])
-    assert len([ax for ax in fig2.axes if ax.get_visible()]) == 2
+    assert len(fig2.axes) == 2 * 3  # three regions by default
     _texts_readable(fig)
 
 

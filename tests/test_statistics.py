@@ -542,3 +542,27 @@ def test_table2_options_and_errors(results):
         S.table2(results, n_boot=50, seed=0, eps=(0.0, 0.2))
     with pytest.raises(ValueError, match="reference_model"):
         S.table2(results, n_boot=50, seed=0, reference_model="nope")
+
+
+@pytest.mark.parametrize("n", [5, 9, 13])
+def test_sign_flip_p_equals_scipys_exhaustive_permutation_test_with_ties_and_zeros(n):
+    rng = np.random.default_rng(n)
+    d = np.round(rng.normal(0.02, 0.05, n), 2)
+    d[0], d[1] = 0.0, d[2]  # a zero and a tie
+    exhaustive = stats.wilcoxon(d, method=stats.PermutationMethod(n_resamples=2**n)).pvalue
+    assert S.sign_flip_pvalue(d) == pytest.approx(exhaustive, rel=1e-12)
+    no_ties = rng.normal(0.02, 0.05, n)
+    assert S.sign_flip_pvalue(no_ties) == pytest.approx(stats.wilcoxon(no_ties).pvalue, rel=1e-12)
+
+
+def test_method_is_exact_where_valid_and_says_so():
+    rng = np.random.default_rng(3)
+    tied = np.round(rng.normal(0.02, 0.05, 18), 2)
+    tied[0] = 0.0
+    test = S.signed_rank_test(tied)
+    assert test.method == "exact (sign-flip)"
+    assert test.p == pytest.approx(S.sign_flip_pvalue(tied))
+    assert test.p != pytest.approx(stats.wilcoxon(tied).pvalue)  # scipy: normal approximation
+    assert S.signed_rank_test(rng.normal(0, 1, 18)).method == "exact"
+    assert S.signed_rank_test(tied, zero_method="pratt").method == "normal approximation"
+    assert S.signed_rank_test(np.zeros(4)).method == "none"

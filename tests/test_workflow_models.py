@@ -144,5 +144,6 @@ def test_dry_run_plans_the_teacher_of_each_architecture(tmp_path):
     }  # fmt: skip
     teachers = planned_fields(result, "train_model", r"input: results/models/(\S+)/model.pt")
     assert sorted(teachers) == [  # each seed's student learns from the same seed's teacher
-        "basic.teacher_T20/seed1", "basic.teacher_T20/seed2", "teacher_T20/seed1", "teacher_T20/seed2",
+        "basic.teacher_T20/seed1", "basic.teacher_T20/seed2",
+        "teacher_T20/seed1", "teacher_T20/seed2",
     ]  # fmt: skip

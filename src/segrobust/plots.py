@@ -60,7 +60,8 @@ REALISTIC_KINDS: tuple[str, ...] = (
     "gaussian_noise",
     "rician_noise",
 )
-ROBUSTNESS_ATTACKS: tuple[str, ...] = ("pgd", "segpgd", "fgsm_T", "transfer_fgsm")
+# plain FGSM (at a given ε) sits beside the temperature-aware attack on the same models
+ROBUSTNESS_ATTACKS: tuple[str, ...] = ("fgsm", "fgsm_T", "pgd", "segpgd", "transfer_fgsm")
 
 # Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO: dict[str, str] = {
@@ -579,7 +580,8 @@ def robustness_figure(
     """Robust Dice of every model under strong, transfer and temperature-aware attacks.
 
     Grouped bars (groups: clean input, then each attack; a bar per model), one panel per region.
-    ``attacks=None`` takes those of :data:`ROBUSTNESS_ATTACKS` (and any ``transfer_*``) present.
+    ``attacks=None`` takes those of :data:`ROBUSTNESS_ATTACKS` (and any ``transfer_*``) present,
+    plain FGSM only when ``eps`` picks one budget of its sweep.
     Attacks named ``transfer_*`` use perturbations crafted on ``transfer_source`` (default: the
     reference model); the others only perturbations crafted on the evaluated model. Iterative
     attacks are drawn at their final iterate; ``eps=None`` takes each attack's only ε. A model
@@ -589,9 +591,9 @@ def robustness_figure(
     _check_regions(df, regions)
     if attacks is None:
         present = list(df["attack"].unique())
-        attacks = [a for a in ROBUSTNESS_ATTACKS if a in present]
+        attacks = [a for a in ROBUSTNESS_ATTACKS if a in present and (a != "fgsm" or eps)]
         attacks += [a for a in present if a.startswith("transfer_") and a not in attacks]
-        if not attacks:
+        if not set(attacks) - {"fgsm"}:
             raise ValueError(
                 f"no strong, transfer or temperature-aware attack rows ({list(ROBUSTNESS_ATTACKS)})"
                 " in the results table"
@@ -662,18 +664,21 @@ def realistic_figure(
     df: pd.DataFrame,
     *,
     kinds: Sequence[str] | None = None,
-    region: str = "WT",
+    regions: Sequence[str] = REGION_ORDER,
     models: Sequence[str] | None = None,
     reference_model: str = "baseline",
     error: ErrorKind = "sd",
 ) -> Figure:
-    """Dice in one region vs severity of each realistic artefact, a panel per artefact.
+    """Dice vs severity of each realistic artefact: a row of panels per region, a panel per
+    artefact.
 
     ``kinds=None`` takes those of :data:`REALISTIC_KINDS` present in the table. Severity 0 is the
     clean input: when an artefact has no severity-0 rows, the model's clean rows are drawn there.
+    Each region's row shares a y axis fitted to its data (the differences between models are
+    what the figure shows); x ticks sit at the severities present.
     """
     _require_columns(df, ["model", "attack", "severity", "subject", "region", "dice"])
-    _check_regions(df, [region])
+    _check_regions(df, regions)
     if kinds is None:
         kinds = [k for k in REALISTIC_KINDS if k in set(df["attack"])]
         if not kinds:
@@ -693,25 +698,28 @@ def realistic_figure(
         frames.append(rows.assign(attack=kind))
     data = pd.concat(frames)
     summary = summarise(
-        data[data["region"] == region], ["attack", "model", "severity"], "dice", error
+        data[data["region"].isin(regions)], ["region", "attack", "model", "severity"], "dice", error
     )
     styles = model_styles(df["model"].unique(), reference_model)
     labels = {m: model_label(m, reference_model) for m in models}
-    ncols = min(3, len(kinds))
-    nrows = math.ceil(len(kinds) / ncols)
-    fig = _styled((FULL_WIDTH, 0.7 + 2.2 * nrows))
-    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False)
-    for ax, kind in zip(axes.flat, kinds, strict=False):
-        part = summary[summary["attack"] == kind]
-        _error_lines(ax, part, "severity", "model", models, styles, labels, dodge=0.4)
-        ax.set_title(attack_label(kind))
-        ax.set_xlabel("severity level")
-        _set_dice_axis(ax)
-    for ax in axes.flat[len(kinds) :]:
-        ax.set_visible(False)
-    for row in axes:
-        row[0].set_ylabel(_metric_label(f"Dice {region}", error, summary).replace(", n", ",\nn"))
-    fig.suptitle(f"Realistic artefacts: {REGION_NAMES.get(region, region)} ({region})")
+    fig = _styled((FULL_WIDTH, 0.9 + 1.9 * len(regions)))
+    axes = fig.subplots(len(regions), len(kinds), sharex=True, sharey="row", squeeze=False)
+    for row, region in zip(axes, regions, strict=True):
+        for ax, kind in zip(row, kinds, strict=True):
+            part = summary[(summary["region"] == region) & (summary["attack"] == kind)]
+            _error_lines(ax, part, "severity", "model", models, styles, labels, dodge=0.4)
+            ax.set_xticks(sorted(part["severity"].unique()))
+            if region == regions[0]:
+                ax.set_title(attack_label(kind))
+            if region == regions[-1]:
+                ax.set_xlabel("severity")
+        part = summary[summary["region"] == region]
+        low = (part["mean"] - part["err"].fillna(0)).min()
+        high = (part["mean"] + part["err"].fillna(0)).max()
+        pad = max(0.02, 0.05 * (high - low))
+        row[0].set_ylim(max(0.0, low - pad), min(1.02, high + pad))
+        row[0].set_ylabel(_metric_label(f"Dice {region}", error, part).replace(", n", ",\nn"))
+    fig.suptitle("Realistic artefacts")
     _legend(fig, axes.flat[0])
     return fig
 

@@ -86,6 +86,7 @@ RESULT_COLUMNS = [
     "effect_size",
     "family",
     "correction",
+    "method",
     "note",
 ]
 
@@ -167,6 +168,7 @@ class SignedRankResult:
     effect_size: float
     n_zero: int
     notes: tuple[str, ...] = field(default_factory=tuple)
+    method: str = ""
 
 
 def signed_rank_test(
@@ -174,19 +176,23 @@ def signed_rank_test(
 ) -> SignedRankResult:
     """Two-sided Wilcoxon signed-rank test of paired differences, never raising on edge cases.
 
-    scipy chooses the method (``method="auto"``: exact null distribution for n <= 50 without
-    ties or zeros, an exhaustive sign-flip permutation test for n <= 13 with ties or zeros,
-    the normal approximation otherwise). Edge cases are reported in ``notes``:
-    no pairs (p = NaN), all differences zero (p = 1), tied ``|d|``, zero differences, and a
-    count of informative pairs too small to ever reach ``alpha`` (the smallest two-sided exact
-    p-value with n non-zero pairs is 2 / 2**n, e.g. 0.0625 for n = 5).
+    The p-value is exact wherever that is valid, and ``method`` says how it was computed:
+    ``exact`` (scipy's null distribution; no ties, no zeros, n <= 50), ``exact (sign-flip)``
+    (with ties or zeros under ``zero_method="wilcox"``: the exact conditional distribution of
+    the statistic over all 2^n sign flips of the non-zero differences, midranks for ties —
+    :func:`sign_flip_pvalue`), otherwise scipy's choice (``permutation`` for n <= 13, else
+    ``normal approximation``; scipy would silently take the approximation for n > 13 with
+    ties). Edge cases are reported in ``notes``: no pairs (p = NaN), all differences zero
+    (p = 1), tied ``|d|``, zero differences, and a count of informative pairs too small to
+    ever reach ``alpha`` (the smallest two-sided exact p-value with n non-zero pairs is
+    2 / 2**n, e.g. 0.0625 for n = 5).
     """
     d = _check_zero_method_and_diff(diff, zero_method)
     n_zero = int(np.sum(d == 0))
     if d.size == 0:
-        return SignedRankResult(np.nan, np.nan, np.nan, 0, ("no paired subjects",))
+        return SignedRankResult(np.nan, np.nan, np.nan, 0, ("no paired subjects",), "none")
     if n_zero == d.size:
-        return SignedRankResult(np.nan, 1.0, 0.0, n_zero, ("all differences zero",))
+        return SignedRankResult(np.nan, 1.0, 0.0, n_zero, ("all differences zero",), "none")
     notes = []
     nonzero = np.abs(d[d != 0])
     n_informative = nonzero.size
@@ -195,16 +201,49 @@ def signed_rank_test(
     if n_zero:
         verb = "dropped" if zero_method == "wilcox" else f"kept ({zero_method})"
         notes.append(f"{n_zero} zero differences {verb}")
-    if np.unique(nonzero).size < nonzero.size:
+    ties = np.unique(nonzero).size < nonzero.size
+    if ties:
         notes.append("ties among |differences|")
     res = stats.wilcoxon(d, zero_method=zero_method, alternative="two-sided", method="auto")
+    p = float(res.pvalue)
+    if not (ties or n_zero) and d.size <= 50:
+        method = "exact"
+    elif zero_method == "wilcox":
+        p, method = sign_flip_pvalue(d), "exact (sign-flip)"
+    else:
+        method = "permutation" if d.size <= 13 else "normal approximation"
     return SignedRankResult(
         float(res.statistic),
-        float(res.pvalue),
+        p,
         rank_biserial(d, zero_method),
         n_zero,
         tuple(notes),
+        method,
     )
+
+
+def sign_flip_pvalue(diff: np.ndarray) -> float:
+    """Exact two-sided p of the signed-rank statistic: zeros dropped, ties as midranks.
+
+    Under H0 each non-zero difference is positive or negative with probability 1/2
+    independently, so the statistic's null distribution is that of a sum of its ranks, each
+    included with probability 1/2: computed exactly by convolution over the (doubled, hence
+    integer) midranks. p = P(|T − E T| ≥ |t − E T|).
+    """
+    d = np.asarray(diff, dtype=float)
+    d = d[d != 0]
+    if d.size == 0:
+        return 1.0
+    ranks = np.rint(2 * stats.rankdata(np.abs(d))).astype(np.int64)  # midranks x 2: integers
+    null = np.zeros(ranks.sum() + 1)
+    null[0] = 1.0
+    for r in ranks:  # add rank r to every attainable sum, with probability 1/2
+        null[r:] += null[:-r].copy()
+        null /= 2
+    centre = ranks.sum() / 2
+    observed = abs(ranks[d > 0].sum() - centre)
+    extreme = np.abs(np.arange(null.size) - centre) >= observed - 1e-9
+    return float(min(1.0, null[extreme].sum()))
 
 
 def paired_bootstrap(
@@ -380,6 +419,7 @@ def paired_tests(
                     "p": test.p,
                     "effect_size": test.effect_size,
                     "family_base": comp.family,
+                    "method": test.method,
                     "note": "; ".join([*notes, *test.notes]),
                 }
             )
