@@ -17,6 +17,7 @@ from test_workflow import (
 )
 
 from segrobust import architectures
+from segrobust.kernels import set_conv_kernel
 from segrobust.labels import MODALITIES
 from segrobust.metrics import dice_regions
 from segrobust.model import UNet3D, load_model
@@ -57,7 +58,8 @@ def models_run(tmp_path_factory):
     networks, external = _external_models(workdir)
     preprocess = {**TINY["preprocess"], "n4": {"enabled": False}}
     base = write_config(workdir / "c.yaml", **dict(TINY, preprocess=preprocess,
-                        training={"epochs": 1}, external_models=external))  # fmt: skip
+                        training={"seeds": [1], "epochs": 1},
+                        external_models=external))  # fmt: skip
     last = workdir / "last.yaml"
     last.write_text(yaml.safe_dump({"attacks": {"families": ["fgsm"]}}))  # fewer jobs
     configs = ["--configfile", str(base), str(ROOT / "config" / "architectures.yaml"), str(last)]
@@ -72,10 +74,11 @@ def test_three_architectures_and_external_models_are_trained_attacked_and_compar
     assert set(table["model"]) == TRAINED | EXTERNAL
     for model in TRAINED | EXTERNAL:
         assert {"none", "fgsm"} <= set(table.loc[table["model"] == model, "attack"]), model
-    network, extra = load_model(results / "models" / "dynunet.adv_eps0.05" / "model.pt")
+    network, extra = load_model(results / "models" / "dynunet.adv_eps0.05" / "seed1" / "model.pt")
     assert architectures.record(network)["name"] == "DynUNet"
     assert extra["settings"]["strategy"] == "adversarial" and extra["settings"]["epsilon"] == 0.05
-    assert not (results / "models" / "regions" / "training_log.csv").exists()  # never trained
+    assert (results / "models" / "regions" / "seed0" / "model.pt").exists()  # one replicate
+    assert not (results / "models" / "regions" / "seed0" / "training_log.csv").exists()
     assert set(pd.read_csv(results / "tables" / "table2.csv")["model"]) == TRAINED | EXTERNAL
     assert planned_jobs(snakemake(workdir, "-n", *configs)) == {}
 
@@ -91,6 +94,7 @@ def _zscore_nonzero(x: np.ndarray) -> np.ndarray:
 @pytest.mark.slow
 def test_external_models_give_the_dice_of_direct_inference(models_run):
     results, networks, _, _ = models_run
+    set_conv_kernel(networks["classes"], "onednn")  # what the workflow runs on the CPU
     split = pd.read_csv(results / "split.csv")
     order = [MODALITIES.index(m) for m in ("flair", "t2", "t1ce", "t1")]
     for subject in split.loc[split["split"] == "test", "subject"]:
@@ -107,7 +111,7 @@ def test_external_models_give_the_dice_of_direct_inference(models_run):
             "classes": np.array([3, 2, 1, 0])[channel],  # labels 4, 2, 1, 0 as classes
         }
         for model, pred in predictions.items():
-            clean = pd.read_csv(results / "evaluation" / model / "clean.csv")
+            clean = pd.read_csv(results / "evaluation" / model / "seed0" / "clean.csv")
             got = clean[clean["subject"] == subject].set_index("region")["dice"]
             for region, dice in dice_regions(pred, truth).items():
                 assert got[region] == pytest.approx(dice, abs=1e-6), (model, subject, region)
