@@ -332,12 +332,15 @@ def figure_inputs(wildcards):
 
 
 def remove_finished_checkpoints():
-    """Delete the checkpoints of models that exist. Kept until the workflow succeeds, the final
-    one lets a job killed after saving its model (a time limit hit at the very end, which makes
-    Snakemake remove the model) be retried without training again."""
+    """Delete the checkpoints of models that exist, and folders left empty. Kept until the
+    workflow succeeds, the final one lets a job killed after saving its model (a time limit hit
+    at the very end, which makes Snakemake remove the model) be retried without training again."""
     for ckpt in Path(R, "checkpoints").glob("*/*.ckpt"):
         if Path(R, "models", ckpt.parent.name, ckpt.stem, "model.pt").exists():
             ckpt.unlink()
+    for folder in Path(R, "checkpoints").glob("*/"):
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def all_targets():

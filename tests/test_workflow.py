@@ -263,7 +263,9 @@ def test_attack_config_change_replans_only_attacks_and_reports(tiny_run, tmp_pat
     changed = dict(TINY, attacks={**TINY["attacks"], "fgsm": {"epsilons": [0.03, 0.05, 0.08]}})
     config = write_config(tmp_path / "c.yaml", **changed)
     jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", str(config)))
-    assert set(jobs) == {"attack", "collect_results", "tables", "figure", "all"}
+    assert set(jobs) == {
+        "attack", "collect_results", "tables", "replicates", "summary", "figure", "all",
+    }  # fmt: skip
     assert jobs["attack"] == 8  # the fgsm sweep of each model and seed, nothing else
 
 
@@ -307,6 +309,7 @@ def test_checkpoints_of_finished_models_are_removed_once_the_workflow_succeeds(t
     (workdir / "results" / "tables" / "table1.md").unlink()  # one quick job to run
     snakemake(workdir, "--cores", "1", "--configfile", str(config))
     assert not finished.exists() and unfinished.exists()  # no model.pt: may still resume
+    assert not finished.parent.exists()  # no empty folder left behind
     unfinished.unlink()
 
 
