@@ -9,8 +9,11 @@ from segrobust.statistics import attack_label, model_label, model_sort_key
 CLEAN = "none"
 
 
-def seed_table(results: pd.DataFrame, where: pd.Series) -> pd.DataFrame:
-    """Per model and region: mean Dice over subjects of each seed, then mean ± sd over seeds."""
+def seed_table(
+    results: pd.DataFrame, where: pd.Series, reference_model: str = "baseline"
+) -> pd.DataFrame:
+    """Per model and region: mean Dice over subjects of each seed, then mean ± sd over seeds;
+    the reference model first, then the defences in Table 2's order."""
     rows = results[where]
     per_seed = rows.groupby(["model", "region", "seed"])["dice"].mean()
     out = per_seed.groupby(["model", "region"]).agg(["mean", "std", "count"]).reset_index()
@@ -20,7 +23,7 @@ def seed_table(results: pd.DataFrame, where: pd.Series) -> pd.DataFrame:
     )
     table = out.assign(cell=cells).pivot(index="model", columns="region", values="cell")
     table = table[[r for r in REGIONS if r in table.columns]]
-    order = sorted(table.index, key=model_sort_key)
+    order = sorted(table.index, key=lambda m: (m != reference_model, model_sort_key(m)))
     return table.loc[order].rename(index=model_label).rename_axis("Model").reset_index()
 
 
@@ -36,7 +39,7 @@ def run_summary(results: pd.DataFrame, verdicts: pd.DataFrame, fgsm_eps: float) 
         (results["attack"] == "fgsm") & white_box & ((results["eps"] - fgsm_eps).abs() < 1e-9),
     )
     decided = verdicts[~verdicts["verdict"].str.startswith("inconclusive")]
-    counts = verdicts["verdict"].str.replace(r" \(.*", "", regex=True).value_counts()
+    counts = verdicts["verdict"].str.replace(r" \(.*", "", regex=True).value_counts().sort_index()
     lines = [
         "# Summary of this run",
         "",
