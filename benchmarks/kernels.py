@@ -3,8 +3,9 @@
 A training step (forward, loss, backward, Adam) and an FGSM input gradient (eval mode) of the
 demo net (Isensee UNet, base 8, depth 4, 32³, Dice + CE) in float32 at batch 1 and batched, with
 PyTorch's own dispatch (``native``) and with :mod:`segrobust.kernels` (``onednn``), and under
-bf16 autocast; per sample, one thread, with the convolution ops the profiler saw. Then the
-agreement of the FGSM input gradient's sign with native float32 (same weights).
+bf16 autocast; CPU ms per sample (process time: fair on a shared machine), one thread, with
+the convolution ops the profiler saw. Then the agreement of the FGSM input gradient's sign
+with native float32 (same weights).
 
     python benchmarks/kernels.py [--batch 4] [--repeats 5] [--size 32] [--model model.pt]
 
@@ -20,7 +21,7 @@ from functools import partial
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from segrobust.attacks import per_sample_loss
+from segrobust.attacks import attack_mode, per_sample_loss
 from segrobust.kernels import cpu_model, set_conv_kernel
 from segrobust.losses import segmentation_loss
 from segrobust.model import UNet3D, autocast, cpu_has_native_bf16, load_model
@@ -48,10 +49,10 @@ def conv_ops(run: Callable[[], object]) -> str:
 
 def per_sample_ms(run: Callable[[], object], batch: int, repeats: int) -> float:
     run()  # warm-up (oneDNN primitive caches)
-    began = time.perf_counter()
+    began = time.process_time()
     for _ in range(repeats):
         run()
-    return (time.perf_counter() - began) / repeats / batch * 1e3
+    return (time.process_time() - began) / repeats / batch * 1e3
 
 
 def train_step(net: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool):
@@ -64,12 +65,12 @@ def train_step(net: torch.nn.Module, optimizer, x: torch.Tensor, y: torch.Tensor
 
 
 def input_gradient(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool):
-    """The attacks' FGSM gradient: of the sum of per-sample losses, so samples stay independent."""
-    net.eval()
+    """The attacks' FGSM gradient: of the sum of per-sample losses, so samples stay independent,
+    in eval mode with the weights frozen (as the attacks run)."""
     xi = x.clone().requires_grad_(True)
-    with autocast(torch.device("cpu"), amp):
+    with attack_mode(net), autocast(torch.device("cpu"), amp):
         loss = per_sample_loss(loss_fn, net(xi), y).sum()
-    return torch.autograd.grad(loss, xi)[0]
+        return torch.autograd.grad(loss, xi)[0]
 
 
 def main() -> None:
@@ -85,7 +86,7 @@ def main() -> None:
     state = {k: v.clone() for k, v in net.state_dict().items()}
     print(f"CPU: {cpu_model()}; torch {torch.__version__}; native bf16: {cpu_has_native_bf16()}")
     weights = args.model or "random initial weights"
-    print(f"demo net (base 8, depth 4) at {args.size}³, {weights}, 1 thread, ms per sample\n")
+    print(f"demo net (base 8, depth 4) at {args.size}³, {weights}, 1 thread, CPU ms per sample\n")
     print(f"{'setting':<28}{'train step':>12}{'FGSM grad':>12}   convolution ops (share of CPU)")
 
     gen = torch.Generator().manual_seed(1)

@@ -241,7 +241,7 @@ def attack_settings(wildcards):
     cfg = config["attacks"]
     settings = {
         key: cfg[key]
-        for key in ("loss", "gamma", "mask", "eval_batch", "examples", wildcards.attack)
+        for key in ("loss", "gamma", "mask", "batch", "eval_batch", "examples", wildcards.attack)
     }
     if wildcards.attack in ("ifgsm", "tifgsm"):  # the iterate Table 1 and Fig. 1 report
         settings["table1_iteration"] = config["statistics"]["table1_iteration"]

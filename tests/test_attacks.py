@@ -77,7 +77,34 @@ def test_attacks_leave_the_model_untouched():
     for it in attacks.linf_iterates(model, x, y, LOSS, 0.05, 0.01, 2):
         assert not it.logits.requires_grad
     assert model.training
-    assert all(p.grad is None for p in model.parameters())
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
+
+
+def test_frozen_parameters_give_the_same_input_gradient(model, batch):
+    """Attacks freeze the weights (no weight gradient computed); ∇x is bitwise the same."""
+    x, y = batch
+    objective = attacks._loss_objective(LOSS)
+    model.eval()
+    trained, _ = attacks.input_gradient(model, x, y, objective)
+    with attacks.attack_mode(model):
+        assert not any(p.requires_grad for p in model.parameters())
+        frozen, _ = attacks.input_gradient(model, x, y, objective)
+    assert torch.equal(trained, frozen)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_per_sample_generators_make_starts_independent_of_the_batch(model, batch):
+    x, y = batch
+    args = (LOSS, 0.1, 0.02, 2)
+    together = attacks.pgd(model, x, y, *args, restarts=2, generator=[
+        torch.Generator().manual_seed(s) for s in (5, 6)])  # fmt: skip
+    for i, s in enumerate((5, 6)):
+        alone = attacks.pgd(model, x[i : i + 1], y[i : i + 1], *args, restarts=2,
+                            generator=[torch.Generator().manual_seed(s)])  # fmt: skip
+        torch.testing.assert_close(together[i : i + 1], alone, rtol=1e-5, atol=1e-5)
+    one = attacks.uniform_start(x[:1], 0.1, torch.Generator().manual_seed(5), None)
+    listed = attacks.uniform_start(x[:1], 0.1, [torch.Generator().manual_seed(5)], None)
+    assert torch.equal(one, listed)  # one sample: the same draw either way
 
 
 def test_fgsm_sweep_equals_single_fgsm(model, batch):
@@ -331,6 +358,7 @@ def _bad_calls(model, x, y):
         "eval_batch": lambda: attacks.fgsm_sweep(model, x, y, LOSS, [0.1], eval_batch=0),
         "restarts": lambda: attacks.pgd(model, x, y, LOSS, 0.05, 0.01, 2, generator=g, restarts=0),
         "generator": lambda: attacks.pgd(model, x, y, LOSS, 0.05, 0.01, 2, generator=None),
+        "generators": lambda: attacks.pgd(model, x, y, LOSS, 0.05, 0.01, 2, generator=[g]),
         "segpgd steps": lambda: attacks.segpgd_iterates(model, x, y, 0.05, 0.01, 0, generator=g),
         "segpgd target": lambda: attacks.segpgd(model, x, soft_y, 0.05, 0.01, 1, generator=g),
         "temperature": lambda: attacks.with_temperature(LOSS, 0.0),

@@ -15,10 +15,13 @@ Conventions (shared with :mod:`segrobust.metrics`):
 - **Mask.** An optional brain ``mask`` (B, 1, *spatial) bool zeroes the perturbation outside it.
 - **Per-sample objective.** The gradient is taken of the sum over samples of ``loss_fn`` applied
   to each sample alone, so a volume's perturbation never depends on the rest of its batch (a
-  loss pooled over the batch would couple them) and restarts are chosen per sample.
-- **No side effects on the model.** Attacks run with the model in eval mode (dropout off, the
-  previous mode is restored afterwards) and differentiate w.r.t. the input only
-  (``torch.autograd.grad``), so parameters never accumulate gradients. Forwards used only for
+  loss pooled over the batch would couple them) and restarts are chosen per sample. Random
+  starts take one generator per sample, so they do not depend on the batch either; a batch of
+  volumes differs from one volume at a time only by float rounding (eval mode, instance norm).
+- **No side effects on the model.** Attacks run with the model in eval mode (dropout off) and
+  its parameters frozen (``requires_grad`` off, so no backward pass computes a weight gradient
+  nobody asked for: 1.6× cheaper input gradients), both restored afterwards, and differentiate
+  w.r.t. the input only (``torch.autograd.grad``). Forwards used only for
   evaluation run under ``torch.inference_mode()``. For bf16, wrap the call in
   ``segrobust.model.autocast(device, True)``; losses should compute in float32.
 - **Reuse.** :func:`fgsm_sweep` takes one gradient for all ε; the iterative attacks are
@@ -149,13 +152,19 @@ def _loss_objective(loss_fn: LossFn) -> Objective:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def attack_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode with frozen parameters; the previous mode and ``requires_grad`` restored."""
     was_training = model.training
+    trainable = [p for p in model.parameters() if p.requires_grad]
     model.eval()
+    for p in trainable:
+        p.requires_grad_(False)
     try:
         yield
     finally:
         model.train(was_training)
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def input_gradient(
@@ -179,11 +188,31 @@ def project_linf(x_adv: Tensor, x: Tensor, eps_abs: Tensor) -> Tensor:
     return x + (x_adv - x).clamp(-eps_abs, eps_abs)
 
 
-def uniform_start(
-    x: Tensor, eps_abs: Tensor, generator: torch.Generator, mask: Tensor | None
-) -> Tensor:
-    """x + U(−ε_abs, ε_abs), zero outside ``mask``; drawn on the generator's device."""
-    noise = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+Generators = torch.Generator | Sequence[torch.Generator]
+
+
+def _check_generators(generator: Generators, batch: int) -> None:
+    if isinstance(generator, torch.Generator):
+        return
+    per_sample = isinstance(generator, Sequence) and len(generator) == batch
+    if not per_sample or not all(isinstance(g, torch.Generator) for g in generator):
+        raise ValueError(f"need a torch.Generator or one per sample ({batch}), got {generator!r}")
+
+
+def uniform_start(x: Tensor, eps_abs: Tensor, generator: Generators, mask: Tensor | None) -> Tensor:
+    """x + U(−ε_abs, ε_abs), zero outside ``mask``; drawn on the generators' device.
+
+    ``generator``: one for the batch, or one per sample (a sample's start then does not depend
+    on the rest of its batch).
+    """
+    _check_generators(generator, x.shape[0])
+    if isinstance(generator, torch.Generator):
+        noise = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+    else:
+        noise = torch.stack([
+            torch.rand(x.shape[1:], generator=g, device=g.device, dtype=x.dtype)
+            for g in generator
+        ])  # fmt: skip
     noise = (2 * noise.to(x.device) - 1) * eps_abs
     return x + (noise if mask is None else noise * mask)
 
@@ -239,7 +268,7 @@ def _fgsm_sweep(
     eval_batch: int,
 ) -> Iterator[Iterate]:
     scale = relative_scale(x)
-    with _eval_mode(model):
+    with attack_mode(model):
         grad, clean_logits = input_gradient(model, x, target, _loss_objective(loss_fn))
         direction = sign_direction(grad, mask, descend=targeted)
         nonzero = [k for k, eps in enumerate(epsilons) if eps != 0]
@@ -291,7 +320,7 @@ def _linf_loop(
     *,
     descend: bool,
     mask: Tensor | None,
-    generator: torch.Generator | None,
+    generator: Generators | None,
     evaluate_last: bool,
 ) -> Iterator[Iterate]:
     """X_{k+1} = Π_ε(X_k ± α_abs·sign(∇ objective(X_k))); yields X_0 .. X_steps with logits."""
@@ -299,7 +328,7 @@ def _linf_loop(
     scale = relative_scale(x)
     eps_abs, alpha_abs = eps * scale, alpha * scale
     x_adv = x if generator is None else uniform_start(x, eps_abs, generator, mask)
-    with _eval_mode(model):
+    with attack_mode(model):
         for k in range(steps):
             grad, logits = input_gradient(model, x_adv, target, objective, k)
             yield Iterate(float(eps), k, x_adv, logits)
@@ -319,7 +348,7 @@ def linf_iterates(
     *,
     targeted: bool = False,
     mask: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators | None = None,
     evaluate_last: bool = True,
 ) -> Iterator[Iterate]:
     """i-FGSM / ti-FGSM / PGD as a generator of the iterates X_0, ..., X_steps.
@@ -367,7 +396,7 @@ def pgd(
     alpha: float,
     steps: int,
     *,
-    generator: torch.Generator,
+    generator: Generators,
     restarts: int = 1,
     targeted: bool = False,
     mask: Tensor | None = None,
@@ -375,12 +404,11 @@ def pgd(
     """PGD with uniform random start; of ``restarts`` runs keep, per sample, the worst case.
 
     Worst case = highest final loss (lowest for ``targeted``). Restart r draws the r-th random
-    start from ``generator``.
+    start from ``generator`` (one for the batch, or one per sample).
     """
     if int(restarts) != restarts or restarts < 1:
         raise ValueError(f"restarts must be an integer >= 1, got {restarts}")
-    if not isinstance(generator, torch.Generator):
-        raise ValueError("PGD needs a torch.Generator for its random starts")
+    _check_generators(generator, x.shape[0])
     best_x, best_loss = None, None
     for _ in range(restarts):
         *_, last = linf_iterates(
@@ -405,7 +433,7 @@ def segpgd_iterates(
     alpha: float,
     steps: int,
     *,
-    generator: torch.Generator | None,
+    generator: Generators | None,
     mask: Tensor | None = None,
     evaluate_last: bool = True,
 ) -> Iterator[Iterate]:
@@ -432,7 +460,7 @@ def segpgd(
     alpha: float,
     steps: int,
     *,
-    generator: torch.Generator | None,
+    generator: Generators | None,
     mask: Tensor | None = None,
 ) -> Tensor:
     """Final SegPGD iterate (Gu et al. 2022 start uniformly in the ε ball: pass a generator)."""

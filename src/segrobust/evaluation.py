@@ -101,7 +101,7 @@ def evaluate_clean(
 
 @dataclass(frozen=True)
 class Perturbed:
-    """One perturbed input: the attack (or artefact) that made it and the logits if known."""
+    """A batch of perturbed inputs: the attack (or artefact) that made them, logits if known."""
 
     kind: str
     eps: float
@@ -118,20 +118,24 @@ def _attack_stream(
     y: torch.Tensor,
     mask: torch.Tensor | None,
     settings: Mapping,
-    seed: int,
+    seeds: Sequence[int],
     source: nn.Module | None,
     temperature: float,
 ) -> Iterator[Perturbed]:
-    """The perturbed inputs of one attack family for one volume (see the module docstring)."""
+    """The perturbed inputs of one attack family for a batch of volumes (module docstring);
+    ``seeds``: one per volume, so a volume's randomness does not depend on its batch."""
     loss = partial(segmentation_loss, variant=settings["loss"], gamma=settings["gamma"])
     s = settings[attack]
-    generator = torch.Generator().manual_seed(seed)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     if attack == "realistic":
-        clean = x[0].cpu().numpy()
+        clean = x.cpu().numpy()
         for kind in s["kinds"]:
             for severity in s["severities"]:
-                image = perturb(clean, kind, severity, seed)  # brain = nonzero voxels
-                yield Perturbed(kind, np.nan, 0, float(severity), _tensor(image, x.device), None)
+                images = [  # brain: the nonzero voxels
+                    perturb(c, kind, severity, seed_) for c, seed_ in zip(clean, seeds, strict=True)
+                ]
+                batch = torch.from_numpy(np.stack(images)).to(x.device)
+                yield Perturbed(kind, np.nan, 0, float(severity), batch, None)
         return
     batch = settings["eval_batch"]
     if attack == "fgsm":
@@ -149,11 +153,11 @@ def _attack_stream(
         )
     elif attack == "pgd":
         final = atk.pgd(model, x, y, loss, s["eps"], s["alpha"], s["steps"],
-                        generator=generator, restarts=s["restarts"], mask=mask)  # fmt: skip
+                        generator=generators, restarts=s["restarts"], mask=mask)  # fmt: skip
         stream = [atk.Iterate(float(s["eps"]), s["steps"], final, None)]
     else:  # segpgd
         final = atk.segpgd(model, x, y, s["eps"], s["alpha"], s["steps"],
-                           generator=generator, mask=mask)  # fmt: skip
+                           generator=generators, mask=mask)  # fmt: skip
         stream = [atk.Iterate(float(s["eps"]), s["steps"], final, None)]
     for item in stream:
         if item.step > 0:  # iterate 0 is the clean input, scored by evaluate_clean
@@ -205,7 +209,8 @@ def evaluate_attack(
     """Per-subject results of ``model`` under one attack family (module docstring).
 
     ``settings`` is the workflow's ``attacks`` config: ``loss``, ``gamma``, ``mask`` (perturb
-    brain voxels only), ``eval_batch`` (FGSM-sweep inputs per forward), one entry per family,
+    brain voxels only), ``batch`` (subjects attacked together: the same attack per subject up to
+    float rounding, faster), ``eval_batch`` (FGSM-sweep ε values per forward), one entry per family,
     ``examples`` (``subjects`` and ``eps``) and, for i-FGSM / ti-FGSM, ``table1_iteration``.
     For the example subjects the adversarial input of each reported setting (one-step attacks:
     only at the listed ε; iterative ones: iterate ``table1_iteration``) and its prediction are
@@ -217,35 +222,65 @@ def evaluate_attack(
         raise ValueError(f"unknown attack {attack!r}; expected one of {ATTACKS}")
     if attack == "transfer_fgsm" and source is None:
         raise ValueError("transfer_fgsm needs the source model it crafts perturbations on")
-    examples = settings["examples"]
     model.eval()
+    dirs = [Path(d) for d in subject_dirs]
     rows = []
-    for directory in map(Path, subject_dirs):
-        volume = open_volume(directory)
-        clean, truth = np.asarray(volume.image), np.asarray(volume.label)
-        x, y = _tensor(clean, device), _tensor(truth, device).long()
-        mask = _tensor(np.load(directory / "mask.npy"), device)[None] if settings["mask"] else None
-        seed_ = subject_seed(seed, volume.name)
-        with autocast(device, amp):
-            for item in _attack_stream(attack, model, x, y, mask, settings, seed_, source,
-                                       temperature):  # fmt: skip
-                logits = item.logits
-                if logits is None:
-                    with torch.inference_mode():
-                        logits = model(item.x)
-                pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
-                adv = item.x[0].float().cpu().numpy()
-                reported = _is_reported(item, attack, settings)
+    for first in range(0, len(dirs), settings["batch"]):
+        rows += _evaluate_batch(
+            attack, model, model_name, dirs[first : first + settings["batch"]], settings, device,
+            seed, amp, temperature, source,
+            {"source_model": source_name if attack == "transfer_fgsm" else model_name,
+             **(tags or {})},
+            examples_dir,
+        )  # fmt: skip
+    return results_frame(rows)
+
+
+def _evaluate_batch(
+    attack: str,
+    model: nn.Module,
+    model_name: str,
+    dirs: Sequence[Path],
+    settings: Mapping,
+    device: torch.device,
+    seed: int,
+    amp: bool,
+    temperature: float,
+    source: nn.Module | None,
+    tags: Mapping[str, Any],
+    examples_dir: str | Path | None,
+) -> list[dict]:
+    """Result rows of one attack family on a batch of subjects (see :func:`evaluate_attack`)."""
+    volumes = [open_volume(d) for d in dirs]
+    clean = np.stack([np.asarray(v.image) for v in volumes])
+    truth = np.stack([np.asarray(v.label) for v in volumes])
+    x, y = torch.from_numpy(clean).to(device), torch.from_numpy(truth).to(device).long()
+    mask = None
+    if settings["mask"]:
+        mask = torch.from_numpy(np.stack([np.load(d / "mask.npy") for d in dirs]))[:, None]
+        mask = mask.to(device)
+    seeds = [subject_seed(seed, v.name) for v in volumes]
+    examples, rows = settings["examples"], []
+    with autocast(device, amp):
+        for item in _attack_stream(attack, model, x, y, mask, settings, seeds, source,
+                                   temperature):  # fmt: skip
+            logits = item.logits
+            if logits is None:
+                with torch.inference_mode():
+                    logits = model(item.x)
+            preds = logits.argmax(1).to(torch.uint8).cpu().numpy()
+            reported = _is_reported(item, attack, settings)
+            listed = np.isnan(item.eps) or item.step > 1 or item.eps in examples["eps"]
+            for i, (directory, volume) in enumerate(zip(dirs, volumes, strict=True)):
+                adv = item.x[i].float().cpu().numpy()
                 rows += result_rows(
                     model=model_name, attack=item.kind, subject=volume.name,
-                    dice=dice_regions(pred, truth), eps=item.eps, iteration=item.step,
-                    quality=image_quality(clean, adv, ssim=reported), severity=item.severity,
-                    source_model=source_name if attack == "transfer_fgsm" else model_name,
-                    **(tags or {}),
+                    dice=dice_regions(preds[i], truth[i]), eps=item.eps, iteration=item.step,
+                    quality=image_quality(clean[i], adv, ssim=reported), severity=item.severity,
+                    **tags,
                 )  # fmt: skip
-                listed = np.isnan(item.eps) or item.step > 1 or item.eps in examples["eps"]
                 if examples_dir and volume.name in examples["subjects"] and reported and listed:
                     stem = example_stem(examples_dir, volume.name, item)
                     save_nifti(adv, directory, Path(f"{stem}_image.nii.gz"))
-                    save_nifti(pred, directory, Path(f"{stem}_pred.nii.gz"))
-    return results_frame(rows)
+                    save_nifti(preds[i], directory, Path(f"{stem}_pred.nii.gz"))
+    return rows

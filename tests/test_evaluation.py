@@ -1,0 +1,91 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from segrobust.evaluation import evaluate_attack, evaluate_clean
+from segrobust.labels import labels_to_classes
+from segrobust.model import UNet3D
+from tests.conftest import AFFINE, phantom
+
+KEYS = ["attack", "eps", "iteration", "severity", "subject", "region"]
+
+
+def write_preprocessed(root: Path, n: int = 3) -> list[Path]:
+    """``n`` preprocessed subjects (z-scored phantoms, classes, brain mask, meta.json)."""
+    dirs = []
+    for i in range(n):
+        images, labels = phantom((16, 16, 16), seed=i)
+        image = np.stack([images[k] for k in ("t1", "t1ce", "t2", "flair")]).astype(np.float32)
+        brain = image.any(0)
+        image[:, brain] -= image[:, brain].mean(1, keepdims=True)
+        image[:, brain] /= image[:, brain].std(1, keepdims=True)
+        d = root / f"S{i}"
+        d.mkdir(parents=True)
+        np.save(d / "image.npy", image)
+        np.save(d / "label.npy", labels_to_classes(labels).astype(np.uint8))
+        np.save(d / "mask.npy", brain)
+        (d / "meta.json").write_text(json.dumps({"affine": AFFINE.tolist()}))
+        dirs.append(d)
+    return dirs
+
+
+def settings(batch: int) -> dict:
+    iterative = {"eps": 0.05, "alpha": 0.02, "steps": 3, "target_class": 1}
+    return {
+        "loss": "with_background", "gamma": 1e-5, "mask": True, "batch": batch, "eval_batch": 2,
+        "fgsm": {"epsilons": [0.02, 0.05]}, "ifgsm": iterative, "tifgsm": iterative,
+        "pgd": {"eps": 0.05, "alpha": 0.02, "steps": 2, "restarts": 2},
+        "segpgd": {"eps": 0.05, "alpha": 0.02, "steps": 2},
+        "realistic": {"kinds": ["motion", "gaussian_noise"], "severities": [3]},
+        "examples": {"subjects": ["S1"], "eps": [0.05]}, "table1_iteration": 2,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def subjects(tmp_path_factory) -> list[Path]:
+    return write_preprocessed(tmp_path_factory.mktemp("preprocessed"))
+
+
+@pytest.fixture(scope="module")
+def model() -> UNet3D:
+    torch.manual_seed(0)
+    return UNet3D(base_filters=4, depth=3, dropout=0.3)
+
+
+def run(attack, model, subjects, batch, examples_dir=None) -> pd.DataFrame:
+    frame = evaluate_attack(
+        attack, model, "m", subjects, settings(batch), torch.device("cpu"), 7,
+        examples_dir=examples_dir, tags={"seed": 1},
+    )  # fmt: skip
+    return frame.sort_values(KEYS).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "realistic"])
+def test_batched_subjects_get_the_attack_each_gets_alone(attack, model, subjects):
+    alone, together = run(attack, model, subjects, 1), run(attack, model, subjects, 2)
+    pd.testing.assert_frame_equal(alone[KEYS], together[KEYS])
+    assert set(alone["subject"]) == {"S0", "S1", "S2"}
+    assert alone["seed"].eq(1).all() and alone["model"].eq("m").all()
+    # the same perturbation up to float rounding of a batched convolution
+    np.testing.assert_allclose(together["dice"], alone["dice"], atol=0.02)
+    np.testing.assert_allclose(together["psnr"], alone["psnr"], rtol=1e-3)
+
+
+def test_attack_changes_predictions_and_saves_examples(model, subjects, tmp_path):
+    clean = evaluate_clean(model, "m", subjects, torch.device("cpu"))
+    attacked = run("fgsm", model, subjects, 2, examples_dir=tmp_path)
+    at = attacked[attacked["eps"] == 0.05].set_index(["subject", "region"])["dice"]
+    before = clean.set_index(["subject", "region"])["dice"].reindex(at.index)
+    assert (before != at).any()
+    assert attacked["linf"].max() == pytest.approx(0.05, rel=1e-5)
+    saved = sorted(p.name for p in tmp_path.iterdir())
+    assert saved == ["S1_fgsm_eps0.05_it1_image.nii.gz", "S1_fgsm_eps0.05_it1_pred.nii.gz"]
+
+
+def test_unknown_attack_is_refused(model, subjects):
+    with pytest.raises(ValueError, match="unknown attack 'fgs'"):
+        run("fgs", model, subjects, 1)
