@@ -9,7 +9,6 @@ from torch import nn
 from segrobust.audit import AUDIT_COLUMNS, CHECKS, audit, audit_markdown
 from segrobust.evaluation import evaluate_attack, evaluate_clean
 from segrobust.gradient_stats import evaluate_gradients
-from segrobust.labels import labels_to_classes
 
 SHAPE = (16, 16, 16)
 CPU = torch.device("cpu")
@@ -114,7 +113,9 @@ def run_audit(model, test, name="m", **tolerances):
 
 
 def statuses(table):
-    return table.groupby("check")["status"].agg(lambda s: "flag" if (s == "flag").any() else s.iloc[0])
+    return table.groupby("check")["status"].agg(
+        lambda s: "flag" if (s == "flag").any() else s.iloc[0]
+    )
 
 
 def test_plain_model_passes_every_applicable_check(cohort):
@@ -125,8 +126,10 @@ def test_plain_model_passes_every_applicable_check(cohort):
     assert list(table.columns) == AUDIT_COLUMNS
     applied = table[table["status"] != "n.a."]
     assert set(applied["status"]) == {"pass"}, applied[["check", "attack", "detail"]]
-    assert {"a_eps_monotone", "a_iter_monotone", "c_beats_noise", "d_large_budget",
-            "e_zero_gradient", "e_saturated", "g_iterative_vs_single"} <= set(applied["check"])  # fmt: skip
+    assert set(applied["check"]) == {
+        "a_eps_monotone", "a_iter_monotone", "c_beats_noise", "d_large_budget",
+        "e_zero_gradient", "e_saturated", "g_iterative_vs_single",
+    }  # fmt: skip
     not_applied = table[table["status"] == "n.a."]
     assert set(zip(not_applied["check"], not_applied["attack"], strict=True)) == {
         ("b_whitebox_vs_transfer", "fgsm"), ("f_temperature", "fgsm"),  # no transfer, no T
@@ -187,7 +190,9 @@ def test_non_monotone_sweep_and_weak_whitebox_are_flagged_with_their_numbers():
     assert eps["status"] == "flag" and eps["value"] == pytest.approx(0.6)
     assert eps["reference"] == pytest.approx(0.5) and "0.05" in eps["detail"]
     transfer = table.loc[("b_whitebox_vs_transfer", "fgsm")]
-    assert transfer["status"] == "flag" and transfer["value"] - transfer["reference"] == pytest.approx(0.2)
+    assert transfer["status"] == "flag" and transfer["value"] - transfer[
+        "reference"
+    ] == pytest.approx(0.2)
     noise = table.loc[("c_beats_noise", "fgsm")]  # at ε = 0.1: 0.6 vs noise 0.5
     assert noise["status"] == "flag" and "ε = 0.1" in noise["detail"]
     assert audit(df, dice_tolerance=0.25).set_index(["check", "attack"]).loc[
