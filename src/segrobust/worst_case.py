@@ -104,7 +104,8 @@ def worst_case_markdown(table: pd.DataFrame) -> str:
         cell=[f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else f"{m:.3f}"
               for m, s in zip(table["mean"], table["sd"], strict=True)],
     )  # fmt: skip
-    for region in [r for r in table["region"].cat.categories if r in set(table["region"])]:
+    present = set(table["region"])
+    for region in [r for r in REGIONS if r in present] + sorted(present - set(REGIONS)):
         part = cells[cells["region"] == region]
         wide = part.pivot(index=["model", "seed"], columns="eps", values="cell").fillna("")
         wide.columns = [f"ε = {e:g}" for e in wide.columns]
@@ -147,6 +148,13 @@ def worst_case_figure(
                      else {"linewidth": 1.0, "marker": "o", "markersize": 3})  # fmt: skip
             ax.plot(x, y, label=attack, **style)
         ax.set_title(region)
+        ax.set_xscale("symlog", linthresh=0.01, linscale=0.5)  # the sweeps and ε = 0.5 both
+        ticks = [
+            t
+            for t in (0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
+            if t <= means.index.get_level_values("eps").max()
+        ]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xlabel("ε (fraction of max intensity)")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
