@@ -210,8 +210,9 @@ def test_temperature_and_iterative_checks():
     assert table.loc[("f_temperature", "fgsm"), "status"] == "flag"
     assert table.loc[("g_iterative_vs_single", "pgd"), "status"] == "flag"
     assert table.loc[("d_large_budget", "pgd_large"), "status"] == "n.a."
+    assert table.loc[("a_iter_monotone", ""), "status"] == "n.a."  # no iterates recorded
     text = audit_markdown(audit(df))
-    assert "## Flags (2)" in text and all(c in text for c in CHECKS)
+    assert "## Flags (2)" in text and all(c in text for c in CHECKS) and "nan" not in text
 
 
 def test_bad_arguments_raise():

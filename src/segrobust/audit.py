@@ -139,12 +139,15 @@ def _checks_of_replicate(
         out.append(_monotone(model, seed, "a_eps_monotone", "fgsm", curve, "ε", tol))
     else:
         out.append(_na(model, seed, "a_eps_monotone", "fgsm", "fgsm not run"))
-    for attack in ("ifgsm", "tifgsm"):
+    recorded = [a for a in ("ifgsm", "tifgsm") if white.loc[white["attack"] == a, "iteration"]
+                .nunique() > 1]  # fmt: skip
+    if not recorded:
+        out.append(_na(model, seed, "a_iter_monotone", "", "no attack with recorded iterates"))
+    for attack in recorded:
         steps = white[white["attack"] == attack]
-        if steps["iteration"].nunique() > 1:
-            start = clean.assign(iteration=0)  # iterate 0 of i-FGSM is the clean input
-            curve = _means(pd.concat([start, steps]), ["iteration"])
-            out.append(_monotone(model, seed, "a_iter_monotone", attack, curve, "iteration", tol))
+        start = clean.assign(iteration=0)  # iterate 0 of i-FGSM is the clean input
+        curve = _means(pd.concat([start, steps]), ["iteration"])
+        out.append(_monotone(model, seed, "a_iter_monotone", attack, curve, "iteration", tol))
 
     # (b) white-box vs transfer from the reference model
     transfer = rows[(rows["attack"] == "transfer_fgsm") & (rows["source_model"] != model)]
@@ -252,7 +255,7 @@ def _overview(table: pd.DataFrame) -> pd.DataFrame:
         return f"**flag** ({flags}/{len(applied)})" if flags else "pass"
 
     out = table.groupby(["model", "seed", "check"], sort=False)["status"].apply(cell).unstack()
-    return out[[c for c in CHECKS if c in out.columns]].reset_index()
+    return out[[c for c in CHECKS if c in out.columns]].fillna("n.a.").reset_index()
 
 
 def audit_markdown(table: pd.DataFrame) -> str:
