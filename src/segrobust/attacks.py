@@ -28,7 +28,8 @@ Conventions (shared with :mod:`segrobust.metrics`):
 Paper settings: FGSM ε = 0.05; i-FGSM α = 0.005, N = 10, ε = 0.05 (α·N = ε); ti-FGSM the same,
 stepping down the loss towards :func:`constant_target` (every voxel class 1). Beyond the paper:
 PGD (uniform random start, restarts), SegPGD (Gu et al. 2022) and :func:`with_temperature` to
-attack a distilled network through softened logits (Carlini & Wagner 2016).
+attack a distilled network through softened logits (Carlini & Wagner 2016); the control
+:func:`random_sign_sweep` (random ±ε sign noise, no gradient) that every attack must beat.
 """
 
 from collections.abc import Callable, Iterator, Sequence
