@@ -21,7 +21,7 @@ wildcard_constraints:
     subject=r"[A-Za-z0-9][A-Za-z0-9_\-]*",
     seed=r"[0-9]+",
     model=MODEL_PATTERN,
-    attack=r"fgsm|ifgsm|tifgsm|pgd|segpgd|fgsm_T|transfer_fgsm|realistic",
+    attack=r"fgsm|ifgsm|tifgsm|pgd|segpgd|fgsm_T|transfer_fgsm|realistic|pgd_large|random_sign",
     figure=r"fig1|fig2|supp_fig2|fig3|fig4|fig5|robustness|realistic",
 
 
@@ -29,6 +29,7 @@ include: "rules/data.smk"
 include: "rules/training.smk"
 include: "rules/attacks.smk"
 include: "rules/report.smk"
+include: "rules/audit.smk"
 
 
 # Snakemake lowers every job's memory request to --resources mem_mb: on a cluster that is what

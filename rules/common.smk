@@ -245,7 +245,28 @@ def attack_settings(wildcards):
     }
     if wildcards.attack in ("ifgsm", "tifgsm"):  # the iterate Table 1 and Fig. 1 report
         settings["table1_iteration"] = config["statistics"]["table1_iteration"]
+    if wildcards.attack == "random_sign" and cfg["random_sign"]["epsilons"] is None:
+        settings["random_sign"] = {"epsilons": cfg["fgsm"]["epsilons"]}  # FGSM's sweep
     return settings
+
+
+def worst_case_iterations():
+    """The iterate of each iterative attack the worst-case Dice takes: Table 1's for i-FGSM and
+    ti-FGSM (the others record their last only)."""
+    return {a: config["statistics"]["table1_iteration"] for a in ("ifgsm", "tifgsm")}
+
+
+ADVERSARIAL_FAMILIES = {"fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "fgsm_T", "transfer_fgsm",
+                        "pgd_large"}  # fmt: skip
+
+
+def audit_targets():
+    """The audit table, and the worst-case table and figures when an adversarial family runs."""
+    targets = [f"{R}/tables/audit.md"]
+    if ADVERSARIAL_FAMILIES & set(config["attacks"]["families"]):
+        targets += [f"{R}/tables/worst_case.md"]
+        targets += expand(f"{R}/figures/worst_case/{{model}}.png", model=MODELS)
+    return targets
 
 
 def transfer_source(wildcards):
@@ -352,4 +373,5 @@ def all_targets():
         f"{R}/tables/replicates.md",
         f"{R}/summary.md",
         *expand(f"{R}/figures/{{figure}}.png", figure=FIGURES),
+        *audit_targets(),
     ]

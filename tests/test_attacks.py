@@ -339,6 +339,34 @@ def test_attack_under_bf16_autocast(model, batch):
     assert not torch.equal(iterates[-1].x_adv, x)
 
 
+# --- the random-sign control ------------------------------------------------------------------
+
+
+def test_random_sign_is_plus_minus_eps_inside_the_mask_and_seeded(batch):
+    x, _ = batch
+    mask = brain_mask(x)
+    sweep = list(attacks.random_sign_sweep(
+        x, [0.0, 0.05, 0.1], generator=torch.Generator().manual_seed(3), mask=mask
+    ))  # fmt: skip
+    assert [(it.eps, it.step, it.logits) for it in sweep] == [(0.0, 0, None), (0.05, 0, None),
+                                                               (0.1, 0, None)]  # fmt: skip
+    assert torch.equal(sweep[0].x_adv, x)
+    delta = (sweep[2].x_adv - x) / (0.1 * attacks.relative_scale(x))
+    inside = mask.expand_as(x)
+    torch.testing.assert_close(delta[inside].abs(), torch.ones(int(inside.sum())))
+    assert (delta[~inside] == 0).all()
+    assert 0.4 < (delta[inside] > 0).float().mean() < 0.6  # signs drawn fairly
+    torch.testing.assert_close(sweep[1].x_adv - x, (sweep[2].x_adv - x) / 2)  # one draw, all ε
+    again = attacks.random_sign_sweep(
+        x, [0.1], generator=torch.Generator().manual_seed(3), mask=mask
+    )
+    assert torch.equal(next(again).x_adv, sweep[2].x_adv)
+    other = attacks.random_sign_sweep(
+        x, [0.1], generator=torch.Generator().manual_seed(4), mask=mask
+    )
+    assert not torch.equal(next(other).x_adv, sweep[2].x_adv)
+
+
 # --- parameter validation ---------------------------------------------------------------------
 
 
@@ -362,6 +390,12 @@ def _bad_calls(model, x, y):
         "segpgd steps": lambda: attacks.segpgd_iterates(model, x, y, 0.05, 0.01, 0, generator=g),
         "segpgd target": lambda: attacks.segpgd(model, x, soft_y, 0.05, 0.01, 1, generator=g),
         "temperature": lambda: attacks.with_temperature(LOSS, 0.0),
+        "noise eps": lambda: attacks.random_sign_sweep(x, [-0.1], generator=g),
+        "noise epsilons": lambda: attacks.random_sign_sweep(x, [], generator=g),
+        "noise generator": lambda: attacks.random_sign_sweep(x, [0.1], generator=None),
+        "noise mask": lambda: attacks.random_sign_sweep(
+            x, [0.1], generator=g, mask=brain_mask(x).float()
+        ),
         "class": lambda: attacks.constant_target(x, -1),
         "loss shape": lambda: attacks.fgsm(
             model, x, y, lambda logits, t: logits.flatten(1).mean(1).repeat(2), 0.05

@@ -176,7 +176,7 @@ def readme_resources() -> dict[str, list[str]]:
     return {rule: row[1:5] for row in rows for rule in re.findall(r"`(\w+)`", row[0])}
 
 
-GPU_RULES = {"train_model", "evaluate_clean", "attack"}
+GPU_RULES = {"train_model", "evaluate_clean", "attack", "audit_gradients"}
 
 
 def test_readme_resource_table_is_what_the_rules_ask_for(tmp_path):

@@ -178,6 +178,7 @@ TINY = {
         "tifgsm": {"steps": 3},
         "pgd": {"steps": 2, "restarts": 1},
         "segpgd": {"steps": 2},
+        "pgd_large": {"alpha": 0.25, "steps": 2},
         "realistic": {"severities": [1, 3]},
         "examples": {"n_subjects": 1},
     },
@@ -222,6 +223,14 @@ def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
     table1 = pd.read_csv(results / "tables" / "table1.csv").set_index("attack")
     assert table1.loc[["ifgsm", "tifgsm"], "iteration"].tolist() == [2, 2]
     assert table1.drop(index="none")["ssim_mean"].between(0, 1).all()  # every attack row
+    assert {"random_sign", "pgd_large"} <= per_model["noise"]  # the audit's controls
+    audit = pd.read_csv(results / "tables" / "audit.csv")
+    assert set(audit["model"]) == models and set(audit["status"]) <= {"pass", "flag", "n.a."}
+    assert len(list((results / "audit").glob("*/seed*/gradients.csv"))) == 8
+    worst = pd.read_csv(results / "tables" / "worst_case.csv")
+    assert set(worst["seed"].astype(str)) == {"1", "2", "all"}
+    for model in models:
+        assert (results / "figures" / "worst_case" / f"{model}.png").stat().st_size > 10_000
     assert planned_jobs(snakemake(workdir, "-n", "--configfile", str(config))) == {}
 
 
@@ -262,11 +271,15 @@ def test_attack_config_change_replans_only_attacks_and_reports(tiny_run, tmp_pat
     workdir, _ = tiny_run
     changed = dict(TINY, attacks={**TINY["attacks"], "fgsm": {"epsilons": [0.03, 0.05, 0.08]}})
     config = write_config(tmp_path / "c.yaml", **changed)
-    jobs = planned_jobs(snakemake(workdir, "-n", "--configfile", str(config)))
+    result = snakemake(workdir, "-n", "--configfile", str(config))
+    jobs = planned_jobs(result)
     assert set(jobs) == {
-        "attack", "collect_results", "tables", "replicates", "summary", "figure", "all",
+        "attack", "collect_results", "tables", "replicates", "summary", "figure", "audit",
+        "worst_case", "worst_case_figure", "all",
     }  # fmt: skip
-    assert jobs["attack"] == 8  # the fgsm sweep of each model and seed, nothing else
+    # the fgsm sweep of each model and seed and the random-sign control on the same ε, nothing else
+    assert jobs["attack"] == 16
+    assert planned_fields(result, "attack", r"wildcards: .*attack=(\w+)").count("random_sign") == 8
 
 
 @pytest.mark.slow

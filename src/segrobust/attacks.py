@@ -31,7 +31,8 @@ Conventions (shared with :mod:`segrobust.metrics`):
 Paper settings: FGSM ε = 0.05; i-FGSM α = 0.005, N = 10, ε = 0.05 (α·N = ε); ti-FGSM the same,
 stepping down the loss towards :func:`constant_target` (every voxel class 1). Beyond the paper:
 PGD (uniform random start, restarts), SegPGD (Gu et al. 2022) and :func:`with_temperature` to
-attack a distilled network through softened logits (Carlini & Wagner 2016).
+attack a distilled network through softened logits (Carlini & Wagner 2016); the control
+:func:`random_sign_sweep` (random ±ε sign noise, no gradient) that every attack must beat.
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -468,3 +469,38 @@ def segpgd(
         model, x, target, eps, alpha, steps, generator=generator, mask=mask, evaluate_last=False
     )
     return last.x_adv
+
+
+# ---------------------------------------------------------------------------------------------
+# controls
+
+
+def random_sign_sweep(
+    x: Tensor,
+    epsilons: Sequence[float],
+    *,
+    generator: torch.Generator,
+    mask: Tensor | None = None,
+) -> Iterator[Iterate]:
+    """Random-sign noise x + ε_abs·sign(U(−1, 1)) for every ε in ``epsilons`` (no gradient).
+
+    The control every attack must beat at equal ε: the same L∞ budget and relative scale as
+    FGSM (:func:`relative_scale`), zero outside ``mask``, one draw from ``generator`` shared by
+    all ε (as FGSM shares its gradient). Yields :class:`Iterate` with step 0 and no logits.
+    """
+    if x.ndim < 3 or not x.is_floating_point():
+        raise ValueError(
+            f"x must be a float tensor (B, C, *spatial), got {x.dtype} {tuple(x.shape)}"
+        )
+    _check_inputs(x, x[:, 0], mask)
+    if len(epsilons) == 0:
+        raise ValueError("epsilons must not be empty")
+    for eps in epsilons:
+        _check_budget(eps)
+    if not isinstance(generator, torch.Generator):
+        raise ValueError("random_sign_sweep needs a torch.Generator")
+    x = x.detach()
+    noise = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+    direction = sign_direction(2 * noise.to(x.device) - 1, mask, descend=False)
+    scale = relative_scale(x)
+    return (Iterate(float(eps), 0, x + (eps * scale) * direction, None) for eps in epsilons)

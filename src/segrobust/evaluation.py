@@ -11,6 +11,10 @@ Attack families (``ATTACKS``), with their config keys under ``attacks:``:
 - ``ifgsm`` / ``tifgsm``: i-FGSM and targeted i-FGSM (target: every voxel ``target_class``),
   every iterate up to ``steps`` recorded (Fig. 2) from one run;
 - ``pgd``: PGD with a uniform random start and restarts; ``segpgd``: SegPGD (Gu et al. 2022);
+- ``pgd_large``: the same PGD at a large budget (default ε = 0.5), which must drive Dice near 0
+  (the audit's test for masked or non-differentiable gradients, :mod:`segrobust.audit`);
+- ``random_sign``: the control, random ±ε sign noise (no gradient) over an ε sweep
+  (:func:`segrobust.attacks.random_sign_sweep`, iteration 0); every attack must beat it;
 - ``fgsm_T``: FGSM through the softened logits z/T of a distilled student (T = its training
   temperature; Carlini & Wagner 2016's test for gradient masking);
 - ``transfer_fgsm``: FGSM crafted on a source model (the undefended baseline) and evaluated on
@@ -43,6 +47,7 @@ from segrobust.perturbations import perturb
 
 ATTACKS: tuple[str, ...] = (
     "fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "fgsm_T", "transfer_fgsm", "realistic",
+    "pgd_large", "random_sign",
 )  # fmt: skip
 
 
@@ -137,6 +142,11 @@ def _attack_stream(
                 batch = torch.from_numpy(np.stack(images)).to(x.device)
                 yield Perturbed(kind, np.nan, 0, float(severity), batch, None)
         return
+    if attack == "random_sign":  # the noise control: iteration 0, no gradient step
+        sweep = atk.random_sign_sweep(x, s["epsilons"], generator=generator, mask=mask)
+        for item in sweep:
+            yield Perturbed(attack, item.eps, item.step, np.nan, item.x_adv, None)
+        return
     batch = settings["eval_batch"]
     if attack == "fgsm":
         stream = atk.fgsm_sweep(model, x, y, loss, s["epsilons"], mask=mask, eval_batch=batch)
@@ -154,6 +164,10 @@ def _attack_stream(
     elif attack == "pgd":
         final = atk.pgd(model, x, y, loss, s["eps"], s["alpha"], s["steps"],
                         generator=generators, restarts=s["restarts"], mask=mask)  # fmt: skip
+        stream = [atk.Iterate(float(s["eps"]), s["steps"], final, None)]
+    elif attack == "pgd_large":
+        final = atk.pgd(model, x, y, loss, s["eps"], s["alpha"], s["steps"],
+                        generator=generator, restarts=s["restarts"], mask=mask)  # fmt: skip
         stream = [atk.Iterate(float(s["eps"]), s["steps"], final, None)]
     else:  # segpgd
         final = atk.segpgd(model, x, y, s["eps"], s["alpha"], s["steps"],

@@ -1,0 +1,93 @@
+# Sanity checks of the attacks per model and seed (gradient masking), and worst-case Dice.
+
+
+rule audit_gradients:
+    input:
+        model=f"{R}/models/{MODEL_DIR}/model.pt",
+        split=f"{R}/split.csv",
+    output:
+        f"{R}/audit/{MODEL_DIR}/gradients.csv",
+    params:
+        preprocessed=PREPROCESSED,
+        settings={k: config["attacks"][k] for k in ("loss", "gamma")},
+        inference=lambda wildcards: inference_settings(wildcards.model),
+        amp=config["training"]["amp"],
+        conv_kernel=config["training"]["conv_kernel"],
+        device=config["training"]["device"],
+        code=code_digest(
+            "gradient_stats", "attacks", "losses", "model", "architectures", "inference",
+            "external", "data",
+        ),
+    log:
+        f"{LOGS}/audit_gradients/{MODEL_DIR}.log",
+    benchmark:
+        f"{BENCH}/audit_gradients/{MODEL_DIR}.tsv"
+    threads: 1
+    resources:
+        gpu=config["resources"]["gpu"],
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/audit_gradients.py"
+
+
+rule audit:
+    input:
+        results=f"{R}/results.csv",
+        gradients=model_dirs(f"{R}/audit/{MODEL_DIR}/gradients.csv"),
+    output:
+        csv=f"{R}/tables/audit.csv",
+        md=f"{R}/tables/audit.md",
+        html=report(f"{R}/tables/audit.html", caption="../report/audit.rst", category="Audit"),
+    params:
+        audit=config["audit"],
+        code=code_digest("audit"),
+    log:
+        f"{LOGS}/audit.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/audit.py"
+
+
+rule worst_case:
+    input:
+        f"{R}/results.csv",
+    output:
+        csv=f"{R}/tables/worst_case.csv",
+        md=f"{R}/tables/worst_case.md",
+        html=report(
+            f"{R}/tables/worst_case.html", caption="../report/worst_case.rst", category="Audit"
+        ),
+    params:
+        iterations=worst_case_iterations(),
+        code=code_digest("worst_case"),
+    log:
+        f"{LOGS}/worst_case.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/worst_case.py"
+
+
+rule worst_case_figure:
+    input:
+        f"{R}/results.csv",
+    output:
+        png=report(
+            f"{R}/figures/worst_case/{{model}}.png",
+            caption="../report/worst_case_figure.rst",
+            category="Audit",
+        ),
+        pdf=f"{R}/figures/worst_case/{{model}}.pdf",
+    params:
+        iterations=worst_case_iterations(),
+        code=code_digest("worst_case"),
+    log:
+        f"{LOGS}/worst_case_figure/{{model}}.log",
+    conda:
+        ENV
+    script:
+        "../workflow/scripts/worst_case_figure.py"
