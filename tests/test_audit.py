@@ -16,6 +16,7 @@ SETTINGS = {
     "loss": "with_background_ce",
     "gamma": 1.0,
     "mask": True,
+    "batch": 2,
     "eval_batch": 2,
     "examples": {"subjects": [], "eps": []},
     "fgsm": {"epsilons": [0.05, 0.1, 0.2]},

@@ -40,6 +40,8 @@ def settings(batch: int) -> dict:
         "fgsm": {"epsilons": [0.02, 0.05]}, "ifgsm": iterative, "tifgsm": iterative,
         "pgd": {"eps": 0.05, "alpha": 0.02, "steps": 2, "restarts": 2},
         "segpgd": {"eps": 0.05, "alpha": 0.02, "steps": 2},
+        "pgd_large": {"eps": 0.5, "alpha": 0.2, "steps": 2, "restarts": 1},
+        "random_sign": {"epsilons": [0.05]},
         "realistic": {"kinds": ["motion", "gaussian_noise"], "severities": [3]},
         "examples": {"subjects": ["S1"], "eps": [0.05]}, "table1_iteration": 2,
     }  # fmt: skip
@@ -64,7 +66,9 @@ def run(attack, model, subjects, batch, examples_dir=None) -> pd.DataFrame:
     return frame.sort_values(KEYS).reset_index(drop=True)
 
 
-@pytest.mark.parametrize("attack", ["fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "realistic"])
+@pytest.mark.parametrize(
+    "attack", ["fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "pgd_large", "random_sign", "realistic"]
+)
 def test_batched_subjects_get_the_attack_each_gets_alone(attack, model, subjects):
     alone, together = run(attack, model, subjects, 1), run(attack, model, subjects, 2)
     pd.testing.assert_frame_equal(alone[KEYS], together[KEYS])

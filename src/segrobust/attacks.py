@@ -200,20 +200,24 @@ def _check_generators(generator: Generators, batch: int) -> None:
         raise ValueError(f"need a torch.Generator or one per sample ({batch}), got {generator!r}")
 
 
+def _uniform(x: Tensor, generator: Generators) -> Tensor:
+    """U(0, 1) shaped like ``x``, on the generators' device: one draw for the batch, or one
+    per sample from its own generator."""
+    _check_generators(generator, x.shape[0])
+    if isinstance(generator, torch.Generator):
+        return torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+    return torch.stack([
+        torch.rand(x.shape[1:], generator=g, device=g.device, dtype=x.dtype) for g in generator
+    ])  # fmt: skip
+
+
 def uniform_start(x: Tensor, eps_abs: Tensor, generator: Generators, mask: Tensor | None) -> Tensor:
     """x + U(−ε_abs, ε_abs), zero outside ``mask``; drawn on the generators' device.
 
     ``generator``: one for the batch, or one per sample (a sample's start then does not depend
     on the rest of its batch).
     """
-    _check_generators(generator, x.shape[0])
-    if isinstance(generator, torch.Generator):
-        noise = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
-    else:
-        noise = torch.stack([
-            torch.rand(x.shape[1:], generator=g, device=g.device, dtype=x.dtype)
-            for g in generator
-        ])  # fmt: skip
+    noise = _uniform(x, generator)
     noise = (2 * noise.to(x.device) - 1) * eps_abs
     return x + (noise if mask is None else noise * mask)
 
@@ -479,14 +483,15 @@ def random_sign_sweep(
     x: Tensor,
     epsilons: Sequence[float],
     *,
-    generator: torch.Generator,
+    generator: Generators,
     mask: Tensor | None = None,
 ) -> Iterator[Iterate]:
     """Random-sign noise x + ε_abs·sign(U(−1, 1)) for every ε in ``epsilons`` (no gradient).
 
     The control every attack must beat at equal ε: the same L∞ budget and relative scale as
-    FGSM (:func:`relative_scale`), zero outside ``mask``, one draw from ``generator`` shared by
-    all ε (as FGSM shares its gradient). Yields :class:`Iterate` with step 0 and no logits.
+    FGSM (:func:`relative_scale`), zero outside ``mask``, one draw from ``generator`` (one for
+    the batch or one per sample) shared by all ε (as FGSM shares its gradient). Yields
+    :class:`Iterate` with step 0 and no logits.
     """
     if x.ndim < 3 or not x.is_floating_point():
         raise ValueError(
@@ -497,10 +502,8 @@ def random_sign_sweep(
         raise ValueError("epsilons must not be empty")
     for eps in epsilons:
         _check_budget(eps)
-    if not isinstance(generator, torch.Generator):
-        raise ValueError("random_sign_sweep needs a torch.Generator")
     x = x.detach()
-    noise = torch.rand(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+    noise = _uniform(x, generator)
     direction = sign_direction(2 * noise.to(x.device) - 1, mask, descend=False)
     scale = relative_scale(x)
     return (Iterate(float(eps), 0, x + (eps * scale) * direction, None) for eps in epsilons)

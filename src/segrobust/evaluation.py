@@ -143,7 +143,7 @@ def _attack_stream(
                 yield Perturbed(kind, np.nan, 0, float(severity), batch, None)
         return
     if attack == "random_sign":  # the noise control: iteration 0, no gradient step
-        sweep = atk.random_sign_sweep(x, s["epsilons"], generator=generator, mask=mask)
+        sweep = atk.random_sign_sweep(x, s["epsilons"], generator=generators, mask=mask)
         for item in sweep:
             yield Perturbed(attack, item.eps, item.step, np.nan, item.x_adv, None)
         return
@@ -167,7 +167,7 @@ def _attack_stream(
         stream = [atk.Iterate(float(s["eps"]), s["steps"], final, None)]
     elif attack == "pgd_large":
         final = atk.pgd(model, x, y, loss, s["eps"], s["alpha"], s["steps"],
-                        generator=generator, restarts=s["restarts"], mask=mask)  # fmt: skip
+                        generator=generators, restarts=s["restarts"], mask=mask)  # fmt: skip
         stream = [atk.Iterate(float(s["eps"]), s["steps"], final, None)]
     else:  # segpgd
         final = atk.segpgd(model, x, y, s["eps"], s["alpha"], s["steps"],
