@@ -28,7 +28,9 @@ def phantom(
     labels[(tumour < 0.07) & brain] = 4
     labels[(tumour < 0.02) & brain] = 1
     images = {
-        kind: ((rng.normal(500 + 100 * i, 30, shape) + 200 * labels) * brain).astype(np.int16)
+        kind: (
+            (rng.normal(500 + 100 * i, 30, shape) + 200 * labels.astype(np.int32)) * brain
+        ).astype(np.int16)
         for i, kind in enumerate(("t1", "t1ce", "t2", "flair"))
     }
     return images, labels
