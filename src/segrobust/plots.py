@@ -1,11 +1,11 @@
-"""Figures of the paper (Figs. 1-5, Supplemental Fig. 2) and the extra robustness figures.
+"""Curve and summary figures of the paper (Figs. 2-4, Supplemental Fig. 2) and the extra
+robustness figures; the slice montages (Figs. 1 and 5) are in :mod:`segrobust.montages`.
 
 Every quantitative figure reads the one long-format results table of
 :mod:`segrobust.metrics` (columns ``model, source_model, attack, eps, iteration, severity,
 subject, region, dice, psnr, ...``) and draws per-condition means over subjects with error bars
 (``error="sd"``: sample sd over subjects, ``"ci95"``: t-based 95% CI of the mean; the y label
-says which, and how many subjects). Image figures (Figs. 1 and 5) take 3D volumes and show one
-axial slice of one modality in grey with the class map on top.
+says which, and how many subjects).
 
 Styling is fixed so figures stay comparable: a model's colour and marker depend only on the set
 of models in the table (:func:`model_styles`), so figures drawn from one table agree; regions and
@@ -20,9 +20,7 @@ ValueError naming what is missing rather than drawing an empty plot.
 import functools
 import math
 import re
-import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,21 +29,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from scipy import stats
 
 from segrobust.fileio import atomic_path
-from segrobust.labels import MODALITIES, N_CLASSES
-from segrobust.metrics import dice_regions
-from segrobust.statistics import (
-    CLEAN_ATTACK,
-    REGION_NAMES,
-    attack_label,
-    model_label,
-    model_sort_key,
-)
+from segrobust.statistics import CLEAN_ATTACK
+from segrobust.tables import REGION_NAMES, attack_label, model_label, model_sort_key
 
 ErrorKind = Literal["sd", "ci95"]
 ERROR_KINDS: tuple[str, ...] = ("sd", "ci95")
@@ -80,14 +69,6 @@ REGION_COLOURS: dict[str, str] = {
     "ET": OKABE_ITO["vermillion"],
 }
 REGION_MARKERS: dict[str, str] = {"WT": "o", "TC": "s", "ET": "^"}
-# Network classes 1..3 (BraTS labels 1, 2, 4); class 0 (background) is left transparent.
-CLASS_COLOURS: dict[int, str] = {
-    1: OKABE_ITO["blue"],
-    2: OKABE_ITO["yellow"],
-    3: OKABE_ITO["vermillion"],
-}
-CLASS_NAMES: dict[int, str] = {1: "NCR/NET (label 1)", 2: "ED (label 2)", 3: "ET (label 4)"}
-_OVERLAY_ALPHA = 0.6
 # Per model family: key pattern, colours (cycled, then line styles change), marker.
 _FAMILIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
@@ -164,14 +145,14 @@ def ordered_models(models: Iterable[str], reference_model: str = "baseline") -> 
     return [reference_model, *rest] if reference_model in models else rest
 
 
-def _styled(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
     """A new Figure on an Agg canvas, with constrained layout."""
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _with_style(build: Callable[..., Figure]) -> Callable[..., Figure]:
+def with_style(build: Callable[..., Figure]) -> Callable[..., Figure]:
     """Run a figure builder under :data:`STYLE`.
 
     Tick labels are created lazily at draw time, outside the style context, so their size is
@@ -376,7 +357,7 @@ def _legend(fig: Figure, ax: Axes, loc: str = "outside lower center") -> None:
 # --------------------------------------------------------------------------- paper figures
 
 
-@_with_style
+@with_style
 def figure2(
     df: pd.DataFrame,
     *,
@@ -396,7 +377,7 @@ def figure2(
     """
     summary = _iteration_summary(df, model, attacks, eps, "dice", error, by_region=True)
     _check_regions(summary, regions)
-    fig = _styled((FULL_WIDTH, 2.9))
+    fig = new_figure((FULL_WIDTH, 2.9))
     axes = fig.subplots(1, len(attacks), sharey=True, squeeze=False)[0]
     styles = {
         r: {"color": REGION_COLOURS.get(r), "marker": REGION_MARKERS.get(r, "o")} for r in regions
@@ -421,7 +402,7 @@ def figure2(
     return fig
 
 
-@_with_style
+@with_style
 def supplementary_figure2(
     df: pd.DataFrame,
     *,
@@ -449,7 +430,7 @@ def supplementary_figure2(
         for a in attacks
         if a in set(summary["attack"])
     }
-    fig = _styled((HALF_WIDTH, 2.8))
+    fig = new_figure((HALF_WIDTH, 2.8))
     ax = fig.subplots()
     _error_lines(ax, summary, "iteration", "attack", attacks, styles, labels, dodge=0.2)
     name, unit = {"psnr": ("PSNR", "dB"), "ssim": ("SSIM", ""), "rmse": ("RMSE", "rel.")}[metric]
@@ -491,7 +472,7 @@ def _iteration_summary(
     return summarise(pd.concat(frames), by, metric, error)
 
 
-@_with_style
+@with_style
 def dice_vs_eps(
     df: pd.DataFrame,
     models: Sequence[str],
@@ -521,7 +502,7 @@ def dice_vs_eps(
     styles = model_styles(df["model"].unique(), reference_model)
     labels = {m: model_label(m, reference_model) for m in models}
     order = ordered_models(models, reference_model)
-    fig = _styled((FULL_WIDTH, 3.0))
+    fig = new_figure((FULL_WIDTH, 3.0))
     axes = fig.subplots(1, len(regions), sharey=True, squeeze=False)[0]
     for i, (ax, region) in enumerate(zip(axes, regions, strict=True)):
         part = summary[summary["region"] == region]
@@ -564,7 +545,7 @@ def figure4(df: pd.DataFrame, *, reference_model: str = "baseline", **kwargs: An
 # --------------------------------------------------------------------------- beyond the paper
 
 
-@_with_style
+@with_style
 def robustness_figure(
     df: pd.DataFrame,
     *,
@@ -629,7 +610,7 @@ def robustness_figure(
         data[data["region"].isin(regions)], ["group", "model", "region"], "dice", error
     )
     styles = model_styles(df["model"].unique(), reference_model)
-    fig = _styled((FULL_WIDTH, 1.2 + 2.1 * len(regions)))
+    fig = new_figure((FULL_WIDTH, 1.2 + 2.1 * len(regions)))
     axes = fig.subplots(len(regions), 1, sharex=True, squeeze=False)[:, 0]
     width = 0.8 / len(models)
     x = np.arange(len(groups))
@@ -659,7 +640,7 @@ def robustness_figure(
     return fig
 
 
-@_with_style
+@with_style
 def realistic_figure(
     df: pd.DataFrame,
     *,
@@ -702,7 +683,7 @@ def realistic_figure(
     )
     styles = model_styles(df["model"].unique(), reference_model)
     labels = {m: model_label(m, reference_model) for m in models}
-    fig = _styled((FULL_WIDTH, 0.9 + 1.9 * len(regions)))
+    fig = new_figure((FULL_WIDTH, 0.9 + 1.9 * len(regions)))
     axes = fig.subplots(len(regions), len(kinds), sharex=True, sharey="row", squeeze=False)
     for row, region in zip(axes, regions, strict=True):
         for ax, kind in zip(row, kinds, strict=True):
@@ -722,230 +703,6 @@ def realistic_figure(
     fig.suptitle("Realistic artefacts")
     _legend(fig, axes.flat[0])
     return fig
-
-
-# --------------------------------------------------------------------------- image figures
-
-
-@dataclass(frozen=True)
-class Segmented:
-    """An input image (C, X, Y, Z), channels in MODALITIES order, and the class map
-    (X, Y, Z), classes 0..3, that a model predicted from it."""
-
-    image: np.ndarray
-    prediction: np.ndarray
-
-
-def tumour_slice(classes: np.ndarray, axis: int = 2) -> int:
-    """Index along ``axis`` (default 2: axial for BraTS arrays) of the slice with most tumour."""
-    classes = np.asarray(classes)
-    if classes.ndim != 3:
-        raise ValueError(f"classes must be a 3D class map, got shape {classes.shape}")
-    if not -3 <= axis < 3:
-        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
-    other = tuple(a for a in range(3) if a != axis % 3)
-    counts = np.count_nonzero(classes, axis=other)
-    if not counts.any():
-        raise ValueError("the class map holds no tumour (all background)")
-    return int(np.argmax(counts))
-
-
-def _channel(image: np.ndarray, modality: str, what: str) -> np.ndarray:
-    _check_choice(modality, MODALITIES, "modality")
-    image = np.asarray(image)
-    if image.ndim != 4 or image.shape[0] != len(MODALITIES):
-        raise ValueError(
-            f"{what} must have shape ({len(MODALITIES)}, X, Y, Z) with channels "
-            f"{MODALITIES}, got {image.shape}"
-        )
-    return image[MODALITIES.index(modality)]
-
-
-def _axial(volume: np.ndarray, index: int, axis: int) -> np.ndarray:
-    """Slice for display: patient anterior up and patient right on the image left
-    (radiological convention) for arrays in LPS order, as BraTS and the synthetic cohort."""
-    if not 0 <= index < volume.shape[axis]:
-        raise ValueError(f"slice_index {index} outside 0..{volume.shape[axis] - 1}")
-    return np.take(volume, index, axis=axis).T
-
-
-def _check_class_map(classes: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
-    classes = np.asarray(classes)
-    if classes.shape != shape:
-        raise ValueError(f"{what} has shape {classes.shape}, the image has {shape}")
-    if (
-        not np.issubdtype(classes.dtype, np.integer)
-        or classes.min() < 0
-        or classes.max() >= N_CLASSES
-    ):
-        raise ValueError(f"{what} must be an integer class map with values 0..{N_CLASSES - 1}")
-    return classes
-
-
-_CLASS_CMAP = ListedColormap(
-    [(0, 0, 0, 0), *[mpl.colors.to_rgba(CLASS_COLOURS[c]) for c in range(1, N_CLASSES)]]
-)
-
-
-def _show(
-    ax: Axes, image2d: np.ndarray, window: tuple[float, float], classes2d: np.ndarray | None = None
-) -> None:
-    """Grey image with the class map overlaid (background transparent), without ticks."""
-    ax.imshow(image2d, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
-    if classes2d is not None:
-        ax.imshow(
-            classes2d,
-            cmap=_CLASS_CMAP,
-            vmin=0,
-            vmax=N_CLASSES - 1,
-            alpha=np.where(classes2d > 0, _OVERLAY_ALPHA, 0.0),
-            interpolation="nearest",
-        )
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.grid(False)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-
-
-def _window(image2d: np.ndarray) -> tuple[float, float]:
-    """Grey-level window: 1st-99.5th percentile of the clean slice, shared by all panels."""
-    lo, hi = np.percentile(image2d, [1, 99.5])
-    return float(lo), float(hi if hi > lo else lo + 1)
-
-
-def _class_legend(fig: Figure, loc: str) -> None:
-    handles = [
-        Patch(facecolor=CLASS_COLOURS[c], alpha=_OVERLAY_ALPHA, label=CLASS_NAMES[c])
-        for c in range(1, N_CLASSES)
-    ]
-    fig.legend(handles=handles, loc=loc, ncols=len(handles), frameon=False)
-
-
-def _wrap(text: str, width: int = 18) -> str:
-    return textwrap.fill(text, width, break_long_words=False)
-
-
-@_with_style
-def figure1(
-    truth: np.ndarray,
-    examples: Mapping[str, Segmented],
-    *,
-    modality: str = "flair",
-    slice_index: int | None = None,
-    axis: int = 2,
-) -> Figure:
-    """Paper's Fig. 1: inputs (top row) and their segmentations (bottom row) per attack.
-
-    ``examples`` maps attack keys (e.g. "none", "fgsm", "ifgsm", "tifgsm", drawn in that order)
-    to the (perturbed) input and the prediction from it. Bottom titles give the 3D Dice of each
-    region against ``truth`` (class map). All panels share the clean slice's grey window, so a
-    visible change is a real change. ``slice_index=None`` takes the slice with most true tumour.
-    """
-    if not examples:
-        raise ValueError("examples must hold at least one attack")
-    first = _channel(next(iter(examples.values())).image, modality, "image")
-    truth = _check_class_map(truth, first.shape, "truth")
-    if slice_index is None:
-        slice_index = tumour_slice(truth, axis)
-    window = _window(_axial(first, slice_index, axis))
-    fig = _styled((1.8 * len(examples) + 0.3, 4.3))
-    axes = fig.subplots(2, len(examples), squeeze=False)
-    for col, (attack, ex) in enumerate(examples.items()):
-        image = _channel(ex.image, modality, f"image of {attack!r}")
-        pred = _check_class_map(ex.prediction, image.shape, f"prediction of {attack!r}")
-        scores = dice_regions(pred, truth)
-        top, bottom = axes[0, col], axes[1, col]
-        _show(top, _axial(image, slice_index, axis), window)
-        top.set_title("No attack" if attack == CLEAN_ATTACK else attack_label(attack))
-        _show(bottom, _axial(image, slice_index, axis), window, _axial(pred, slice_index, axis))
-        bottom.set_title(
-            "Dice " + "/".join(scores) + "\n" + "/".join(f"{v:.2f}" for v in scores.values())
-        )
-    axes[0, 0].set_ylabel(f"Input ({modality.upper()})")
-    axes[1, 0].set_ylabel("Segmentation")
-    _class_legend(fig, "outside lower center")
-    return fig
-
-
-@_with_style
-def figure5(
-    image: np.ndarray,
-    truth: np.ndarray,
-    clean_predictions: Mapping[str, np.ndarray],
-    adversarial: Mapping[str, Segmented],
-    *,
-    eps: float = 0.03,
-    attack: str = "fgsm",
-    region: str = "ET",
-    reference_model: str = "baseline",
-    modality: str = "flair",
-    slice_index: int | None = None,
-    axis: int = 2,
-) -> Figure:
-    """Paper's Fig. 5: each model on the clean input and on its own adversarial input.
-
-    Columns: true labels, then one per model (in ``adversarial``'s order). Top row: true labels
-    and each model's prediction on the clean ``image``; middle row: the clean image and each
-    model's adversarial input (``attack`` at ``eps``); bottom row: true labels and each model's
-    prediction on its adversarial input. Titles give the 3D Dice of ``region`` (default ET).
-    """
-    if not adversarial:
-        raise ValueError("adversarial must hold at least one model")
-    if set(clean_predictions) != set(adversarial):
-        raise ValueError(
-            f"clean_predictions and adversarial name different models: "
-            f"{sorted(clean_predictions)} vs {sorted(adversarial)}"
-        )
-    clean = _channel(image, modality, "image")
-    truth = _check_class_map(truth, clean.shape, "truth")
-    if slice_index is None:
-        slice_index = tumour_slice(truth, axis)
-    clean2d = _axial(clean, slice_index, axis)
-    truth2d = _axial(truth, slice_index, axis)
-    window = _window(clean2d)
-    ncols = 1 + len(adversarial)
-    fig = _styled((0.98 * ncols + 0.35, 4.6))
-    axes = fig.subplots(3, ncols, squeeze=False)
-    _show(axes[0, 0], clean2d, window, truth2d)
-    axes[0, 0].set_title("True labels\n")
-    _show(axes[1, 0], clean2d, window)
-    axes[1, 0].set_title("Original image")
-    _show(axes[2, 0], clean2d, window, truth2d)
-    axes[2, 0].set_title("True labels")
-    for col, (model, ex) in enumerate(adversarial.items(), start=1):
-        adv = _channel(ex.image, modality, f"adversarial image of {model!r}")
-        pred_clean = _check_class_map(
-            clean_predictions[model], clean.shape, f"prediction of {model!r}"
-        )
-        pred_adv = _check_class_map(
-            ex.prediction, clean.shape, f"adversarial prediction of {model!r}"
-        )
-        d_clean = dice_regions(pred_clean, truth)[region]
-        d_adv = dice_regions(pred_adv, truth)[region]
-        _show(axes[0, col], clean2d, window, _axial(pred_clean, slice_index, axis))
-        axes[0, col].set_title(
-            f"{_wrap(_short_model_label(model, reference_model), 16)}\n{region} {d_clean:.2f}"
-        )
-        _show(axes[1, col], _axial(adv, slice_index, axis), window)
-        _show(
-            axes[2, col],
-            _axial(adv, slice_index, axis),
-            window,
-            _axial(pred_adv, slice_index, axis),
-        )
-        axes[2, col].set_title(f"{region} {d_adv:.2f}")
-    axes[0, 0].set_ylabel("Clean input")
-    axes[1, 0].set_ylabel(f"{attack_label(attack)} ε = {eps:g}")
-    axes[2, 0].set_ylabel("On adversarial input")
-    fig.suptitle(f"Dice of {REGION_NAMES.get(region, region)} ({region}) in each title")
-    _class_legend(fig, "outside lower center")
-    return fig
-
-
-def _short_model_label(model: str, reference_model: str) -> str:
-    """Model label short enough for a narrow image column ('Adv. training (ε=0.05)')."""
-    return model_label(model, reference_model).replace("Adversarial Training", "Adv. training")
 
 
 # --------------------------------------------------------------------------- output

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segrobust import plots
+from segrobust import montages, plots
 from segrobust.data import open_volume, read_split
 from segrobust.evaluation import Perturbed, example_stem, load_example, read_classes
 from segrobust.logs import log_to_file
@@ -23,7 +23,7 @@ def example(model, kind, eps, step):
     item = Perturbed(kind, float(eps), step, np.nan, None, None)
     replicate = R / "attacks" / model / f"seed{seeds[model]}"
     stem = example_stem(replicate / f"{kind}_examples", subject, item)
-    return plots.Segmented(*load_example(stem))
+    return montages.Segmented(*load_example(stem))
 
 
 def clean_prediction(model):
@@ -36,15 +36,15 @@ if name in ("fig1", "fig5"):
     volume = open_volume(Path(snakemake.params.preprocessed) / subject)
     image, truth = np.asarray(volume.image), np.asarray(volume.label)
 if name == "fig1":
-    examples = {"none": plots.Segmented(image, clean_prediction("baseline"))}
+    examples = {"none": montages.Segmented(image, clean_prediction("baseline"))}
     examples["fgsm"] = example("baseline", "fgsm", opts["fig1_eps"], 1)
     step = snakemake.params.table1_iteration
     for kind in ("ifgsm", "tifgsm"):
         examples[kind] = example("baseline", kind, attacks[kind]["eps"], step)
-    fig = plots.figure1(truth, examples, modality=opts["modality"])
+    fig = montages.figure1(truth, examples, modality=opts["modality"])
 elif name == "fig5":
     models = sorted({Path(p).parents[1].name for p in snakemake.input.predictions})
-    fig = plots.figure5(
+    fig = montages.figure5(
         image,
         truth,
         {m: clean_prediction(m) for m in models},
