@@ -63,6 +63,7 @@ rule figure:
         table1_iteration=config["statistics"]["table1_iteration"],
         robust_eps=config["statistics"]["table1_fgsm_eps"],
         example_seeds={m: seeds_of(m)[0] for m in MODELS},
+        n_examples=config["attacks"]["examples"]["n_subjects"],
         code=code_digest("plots", "montages", "statistics", "tables", "evaluation", "data"),
     log:
         f"{LOGS}/figure/{{figure}}.log",

@@ -1,6 +1,5 @@
 """Tests of segrobust.statistics on hand-built long-format result tables."""
 
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -355,3 +354,31 @@ def test_method_is_exact_where_valid_and_says_so():
     assert S.signed_rank_test(rng.normal(0, 1, 18)).method == "exact"
     assert S.signed_rank_test(tied, zero_method="pratt").method == "normal approximation"
     assert S.signed_rank_test(np.zeros(4)).method == "none"
+
+
+# --------------------------------------------------------------------------- intervals of a mean
+
+
+def test_bootstrap_mean_ci_of_a_bimodal_dice_stays_inside_zero_one():
+    dice = np.r_[np.zeros(9), np.full(9, 0.9)]  # LGG subjects score 0 on enhancing tumour
+    assert dice.mean() + dice.std(ddof=1) > 0.9  # mean ± sd reaches past every value
+    low, high = S.bootstrap_mean_ci(dice, seed=3)
+    assert 0 <= low < dice.mean() < high <= 0.9
+    assert (low, high) == S.bootstrap_mean_ci(dice, seed=3)  # seeded
+    extreme = np.r_[np.zeros(5), np.ones(5)]
+    assert 1 < extreme.mean() + extreme.std(ddof=1)
+    low, high = S.bootstrap_mean_ci(extreme, n_boot=500, seed=0)
+    assert 0 <= low < 0.5 < high <= 1
+    # a 95% percentile interval of the mean of n=18 two-point values: about ± 1.96 se
+    se = dice.std(ddof=0) / np.sqrt(dice.size)
+    assert S.bootstrap_mean_ci(dice, seed=3)[1] - dice.mean() == pytest.approx(1.96 * se, rel=0.1)
+
+
+def test_bootstrap_mean_ci_edge_cases():
+    assert S.bootstrap_mean_ci(np.full(4, 0.7)) == (0.7, 0.7)
+    assert np.isnan(S.bootstrap_mean_ci(np.array([0.5]))).all()
+    assert np.isnan(S.bootstrap_mean_ci(np.array([0.5, np.nan]))).all()  # one value left
+    with pytest.raises(ValueError, match="n_boot"):
+        S.bootstrap_mean_ci(np.ones(3), n_boot=0)
+    with pytest.raises(ValueError, match="1-D"):
+        S.bootstrap_mean_ci(np.ones((2, 2)))

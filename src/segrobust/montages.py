@@ -7,7 +7,7 @@ a real change. Styling and saving are those of :mod:`segrobust.plots` (:func:`pl
 """
 
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import matplotlib as mpl
@@ -57,6 +57,68 @@ def tumour_slice(classes: np.ndarray, axis: int = 2) -> int:
     if not counts.any():
         raise ValueError("the class map holds no tumour (all background)")
     return int(np.argmax(counts))
+
+
+def changed_voxels(clean: np.ndarray, adversarial: np.ndarray, axis: int = 2) -> np.ndarray:
+    """Per slice along ``axis``: how many voxels the attack moves to another predicted class."""
+    clean, adversarial = np.asarray(clean), np.asarray(adversarial)
+    if clean.shape != adversarial.shape or clean.ndim != 3:
+        raise ValueError(
+            f"predictions must be 3D class maps of one shape, got {clean.shape} {adversarial.shape}"
+        )
+    if not -3 <= axis < 3:
+        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
+    other = tuple(a for a in range(3) if a != axis % 3)
+    return np.count_nonzero(clean != adversarial, axis=other)
+
+
+@dataclass(frozen=True)
+class SliceChoice:
+    """The example subject and slice a montage shows, and why: ``changed`` voxels (summed over
+    the models) change predicted class there; ``ties`` other (subject, slice) pairs change as
+    many."""
+
+    subject: str
+    slice_index: int
+    changed: int
+    ties: int
+
+    def describe(self) -> str:
+        """One sentence for the figure title naming subject, slice and changed-voxel count."""
+        where = f"{self.subject}, axial slice {self.slice_index}"
+        if self.changed == 0:
+            return (
+                f"{where} (most predicted tumour): the attack changes no voxel's predicted "
+                "class in any example subject"
+            )
+        tie = f", tied with {self.ties} other slices" if self.ties else ""
+        return f"{where}: {self.changed} voxels change predicted class (all models{tie})"
+
+
+def most_changed_slice(
+    candidates: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], axis: int = 2
+) -> SliceChoice:
+    """The subject and slice where the attack changes the predicted segmentation most.
+
+    ``candidates`` maps each example subject to (clean prediction, adversarial prediction) pairs,
+    one per model; a slice's score is the number of voxels whose predicted class differs, summed
+    over the models. Ties go to the first subject (in ``candidates``' order) and the lowest slice,
+    and are counted. Without any change: the first subject's slice with most predicted tumour.
+    """
+    if not candidates or not all(candidates.values()):
+        raise ValueError("candidates must give at least one subject, each with prediction pairs")
+    scores = {
+        subject: sum(changed_voxels(c, a, axis) for c, a in pairs)
+        for subject, pairs in candidates.items()
+    }
+    best = max(int(v.max()) for v in scores.values())
+    if best == 0:
+        subject, pairs = next(iter(candidates.items()))
+        clean = np.asarray(pairs[0][0])
+        index = tumour_slice(clean, axis) if clean.any() else clean.shape[axis % 3] // 2
+        return SliceChoice(subject, index, 0, 0)
+    hits = [(s, int(i)) for s, v in scores.items() for i in np.flatnonzero(v == best)]
+    return SliceChoice(hits[0][0], hits[0][1], best, len(hits) - 1)
 
 
 def _channel(image: np.ndarray, modality: str, what: str) -> np.ndarray:
@@ -191,13 +253,17 @@ def figure5(
     modality: str = "flair",
     slice_index: int | None = None,
     axis: int = 2,
+    note: str = "",
 ) -> Figure:
     """Paper's Fig. 5: each model on the clean input and on its own adversarial input.
 
     Columns: true labels, then one per model (in ``adversarial``'s order). Top row: true labels
     and each model's prediction on the clean ``image``; middle row: the clean image and each
     model's adversarial input (``attack`` at ``eps``); bottom row: true labels and each model's
-    prediction on its adversarial input. Titles give the 3D Dice of ``region`` (default ET).
+    prediction on its adversarial input. Titles give the 3D Dice of ``region`` (default ET) and,
+    at the bottom, how many voxels of the shown slice change predicted class. ``slice_index=None``
+    takes the slice with most true tumour (:func:`most_changed_slice` picks one where the attack
+    shows); ``note`` (e.g. :meth:`SliceChoice.describe`) heads the title.
     """
     if not adversarial:
         raise ValueError("adversarial must hold at least one model")
@@ -221,7 +287,7 @@ def figure5(
     _show(axes[1, 0], clean2d, window)
     axes[1, 0].set_title("Original image")
     _show(axes[2, 0], clean2d, window, truth2d)
-    axes[2, 0].set_title("True labels")
+    axes[2, 0].set_title("True labels\n")
     for col, (model, ex) in enumerate(adversarial.items(), start=1):
         adv = _channel(ex.image, modality, f"adversarial image of {model!r}")
         pred_clean = _check_class_map(
@@ -243,11 +309,19 @@ def figure5(
             window,
             _axial(pred_adv, slice_index, axis),
         )
-        axes[2, col].set_title(f"{region} {d_adv:.2f}")
+        changed = np.count_nonzero(
+            _axial(pred_clean, slice_index, axis) != _axial(pred_adv, slice_index, axis)
+        )
+        axes[2, col].set_title(f"{region} {d_adv:.2f}\n{changed} changed")
     axes[0, 0].set_ylabel("Clean input")
     axes[1, 0].set_ylabel(f"{attack_label(attack)} ε = {eps:g}")
     axes[2, 0].set_ylabel("On adversarial input")
-    fig.suptitle(f"Dice of {REGION_NAMES.get(region, region)} ({region}) in each title")
+    dice_note = (
+        f"Dice of {REGION_NAMES.get(region, region)} ({region}) in each title; bottom: voxels of "
+        "this slice whose predicted class the attack changes"
+    )
+    title = f"{note}. {dice_note}" if note else dice_note
+    fig.suptitle(_wrap(title, int(10 * fig.get_figwidth())))  # about 10 characters an inch
     _class_legend(fig, "outside lower center")
     return fig
 
