@@ -36,7 +36,7 @@ rule tables:
         statistics=config["statistics"],
         table1_rows=table1_rows(),
         seed=config["seed"],
-        code=code_digest("statistics"),
+        code=code_digest("statistics", "tables"),
     log:
         f"{LOGS}/tables.log",
     conda:
@@ -63,7 +63,8 @@ rule figure:
         table1_iteration=config["statistics"]["table1_iteration"],
         robust_eps=config["statistics"]["table1_fgsm_eps"],
         example_seeds={m: seeds_of(m)[0] for m in MODELS},
-        code=code_digest("plots", "statistics", "evaluation", "data"),
+        n_examples=config["attacks"]["examples"]["n_subjects"],
+        code=code_digest("plots", "montages", "statistics", "tables", "evaluation", "data"),
     log:
         f"{LOGS}/figure/{{figure}}.log",
     conda:
@@ -103,7 +104,7 @@ rule summary:
         html=report(f"{R}/summary.html", caption="../report/summary.rst", category="Summary"),
     params:
         fgsm_eps=config["statistics"]["table1_fgsm_eps"],
-        code=code_digest("summary", "statistics"),
+        code=code_digest("summary", "statistics", "tables"),
     log:
         f"{LOGS}/summary.log",
     conda:

@@ -96,6 +96,22 @@ def _bars(ax) -> list[BarContainer]:
     return [c for c in ax.containers if isinstance(c, BarContainer)]
 
 
+def _box_means(ax) -> dict[tuple[str, int], float]:
+    """The robustness figure's mean markers by (model, group index)."""
+    out = {}
+    for line in ax.lines:
+        gid = line.get_gid() or ""
+        if gid.startswith("mean:"):
+            _, model, group = gid.split(":")
+            out[model, int(group)] = float(line.get_ydata()[0])
+    return out
+
+
+def _box_points(ax, model: str, group: int) -> np.ndarray:
+    (points,) = [c for c in ax.collections if c.get_gid() == f"subjects:{model}:{group}"]
+    return points.get_offsets()[:, 1]
+
+
 def _mean(table, **where) -> float:
     """Mean over subjects of the Dice rows matching ``where`` (independent of summarise)."""
     mask = np.ones(len(table), bool)
@@ -121,11 +137,64 @@ def test_summarise_known_answer_sd_and_ci(table):
     one = rows[(rows["eps"] == 0.05) & (rows["region"] == "ET")]["dice"]
     got = out[(out["eps"] == 0.05) & (out["region"] == "ET")].iloc[0]
     assert got["mean"] == pytest.approx(one.mean())
-    assert got["err"] == pytest.approx(one.std(ddof=1))
+    assert got["high"] - got["mean"] == pytest.approx(one.std(ddof=1))
+    assert got["mean"] - got["low"] == pytest.approx(one.std(ddof=1))
     assert got["n"] == N_SUBJECTS
     ci = P.summarise(rows, ["eps", "region"], "dice", "ci95")
-    half = ci[(ci["eps"] == 0.05) & (ci["region"] == "ET")].iloc[0]["err"]
+    half = ci[(ci["eps"] == 0.05) & (ci["region"] == "ET")].iloc[0]
+    half = half["high"] - half["mean"]
     assert half == pytest.approx(2.262157 * one.std(ddof=1) / np.sqrt(N_SUBJECTS), rel=1e-5)
+    boot = P.summarise(rows, ["eps", "region"], "dice")  # default: bootstrap CI of the mean
+    got = boot[(boot["eps"] == 0.05) & (boot["region"] == "ET")].iloc[0]
+    assert one.min() < got["low"] < one.mean() < got["high"] < one.max()
+    assert boot.equals(P.summarise(rows, ["eps", "region"], "dice"))  # seeded
+
+
+def _bimodal(seeds=(1,)) -> pd.DataFrame:
+    """ET Dice of 10 subjects: half 0 (no enhancing tumour found), half 1; clean and FGSM."""
+    rows = []
+    for seed in seeds:
+        for i in range(10):
+            dice = {"WT": 0.9, "TC": 0.8, "ET": 0.0 if i < 5 else 1.0}
+            for attack, eps in (("none", 0.0), ("fgsm", 0.05)):
+                rows += result_rows(
+                    model="baseline", attack=attack, eps=eps, iteration=int(eps > 0),
+                    subject=f"s{i}", dice=dice, seed=seed, source_model="baseline",
+                )  # fmt: skip
+    return results_frame(rows)
+
+
+def test_intervals_of_a_bimodal_dice_stay_inside_zero_one():
+    rows = _bimodal()
+    sd = P.summarise(rows, ["attack", "region"], "dice", "sd")
+    assert (sd["high"] > 1).any()  # mean ± sd leaves [0, 1]: the reviewer's complaint
+    boot = P.summarise(rows, ["attack", "region"], "dice")
+    assert ((boot["low"] >= 0) & (boot["high"] <= 1)).all()
+    et = boot[boot["region"] == "ET"].iloc[0]
+    assert 0 < et["low"] < 0.5 < et["high"] < 1
+    fig = P.dice_vs_eps(rows, ["baseline"])  # what the figure draws stays inside too
+    for ax in fig.axes:
+        (bars,) = _errorbars(ax)
+        for segment in bars.lines[2][0].get_segments():
+            assert 0 <= segment[:, 1].min() and segment[:, 1].max() <= 1
+    assert "bootstrap 95% CI" in fig.axes[0].get_ylabel()
+
+
+def test_seed_lines_drawn_behind_the_mean_when_there_are_seeds():
+    one = P.dice_vs_eps(_bimodal(seeds=(1,)), ["baseline"])
+    assert not [line for line in one.axes[0].lines if line.get_linewidth() < 1]
+    assert P.SEED_NOTE not in [t.get_text() for t in one.legends[0].get_texts()]
+    rows = _bimodal(seeds=(1, 2))
+    rows.loc[rows["seed"] == 2, "dice"] *= 0.5
+    fig = P.dice_vs_eps(rows, ["baseline"])
+    et = fig.axes[2]
+    thin = [line for line in et.lines if line.get_linewidth() < 1]
+    assert sorted(line.get_ydata()[0] for line in thin) == [0.25, 0.5]  # per-seed means
+    (bars,) = _errorbars(et)
+    assert bars.lines[0].get_ydata()[0] == pytest.approx(0.375)  # mean over seeds
+    assert P.SEED_NOTE in [t.get_text() for t in fig.legends[0].get_texts()]
+    means = P.seed_means(rows, ["region"])
+    assert set(means["seed"]) == {1, 2} and P.seed_means(_bimodal(), ["region"]) is None
 
 
 def test_summarise_counts_subjects_and_drops_inf(table):
@@ -170,7 +239,7 @@ def test_figure2_lines_per_region_start_at_clean(table):
         _mean(table, model="baseline", attack="ifgsm", iteration=0, region="WT")
     )
     assert np.all(np.diff(wt.get_xdata()) > 0)
-    assert "Dice" in fig.axes[0].get_ylabel() and "sd" in fig.axes[0].get_ylabel()
+    assert "Dice" in fig.axes[0].get_ylabel() and "bootstrap" in fig.axes[0].get_ylabel()
     assert fig.legends
     _texts_readable(fig)
 
@@ -257,7 +326,7 @@ def test_colours_consistent_across_figures(table):
 # --------------------------------------------------------------------------- extra figures
 
 
-def test_robustness_figure_bars(table):
+def test_robustness_figure_shows_each_distribution(table):
     fig = P.robustness_figure(table)
     assert len(fig.axes) == 3
     groups = [t.get_text() for t in fig.axes[-1].get_xticklabels()]
@@ -269,14 +338,17 @@ def test_robustness_figure_bars(table):
         "Transfer FGSM",
     ]
     assert "from No Defense" in groups[4]
-    for ax in fig.axes:
-        bars = _bars(ax)
-        assert [b.get_label() for b in bars][0] == "No Defense"
-        assert len(bars) == len(MODELS) and all(len(b) == len(groups) for b in bars)
-    baseline_wt = _bars(fig.axes[0])[0]
+    for ax in fig.axes:  # a box per model and group, except the models without fgsm_T
+        assert len(_box_means(ax)) == len(MODELS) * len(groups) - 4
+        assert not _bars(ax) and not _errorbars(ax)
+    means = _box_means(fig.axes[0])
     pgd_final = _mean(table, model="baseline", attack="pgd", iteration=10, region="WT")
-    assert baseline_wt[2].get_height() == pytest.approx(pgd_final)
-    assert np.isnan(baseline_wt[1].get_height())  # no temperature-aware attack on the baseline
+    assert means["baseline", 2] == pytest.approx(pgd_final)
+    points = _box_points(fig.axes[0], "baseline", 2)  # the distribution: one point per subject
+    assert len(points) == N_SUBJECTS and points.mean() == pytest.approx(pgd_final)
+    assert ("baseline", 1) not in means  # no temperature-aware attack on the baseline
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels[0] == "No Defense" and labels[-1].startswith("mean")
     # the four models without a temperature-aware attack are marked, not drawn as Dice 0
     assert [t.get_text() for t in fig.axes[0].texts] == ["n/a"] * 4
     assert fig.legends
@@ -287,15 +359,15 @@ def test_robustness_figure_puts_plain_fgsm_beside_the_temperature_aware_attack(t
     fig = P.robustness_figure(table, eps=TIME_ATTACK_EPS)
     groups = [t.get_text().split("\n")[0] for t in fig.axes[-1].get_xticklabels()]
     assert groups[1:3] == ["FGSM", "T-aware FGSM"]
-    distill = [b for b in _bars(fig.axes[0]) if b.get_label().startswith("Distillation")][0]
+    means = _box_means(fig.axes[0])
     plain = _mean(table, model="distill_T20", attack="fgsm", eps=TIME_ATTACK_EPS, region="WT")
-    assert distill[1].get_height() == pytest.approx(plain)
-    assert distill[2].get_height() < distill[1].get_height()  # the attack through z/T bites
+    assert means["distill_T20", 1] == pytest.approx(plain)
+    assert means["distill_T20", 2] < means["distill_T20", 1]  # the attack through z/T bites
 
 
 def test_robustness_figure_subset_and_missing(table):
     fig = P.robustness_figure(table, attacks=["pgd"], regions=["ET"], include_clean=False)
-    assert len(fig.axes) == 1 and len(_bars(fig.axes[0])[0]) == 1
+    assert len(fig.axes) == 1 and len(_box_means(fig.axes[0])) == len(MODELS)
     with pytest.raises(ValueError, match="no strong, transfer or temperature-aware"):
         P.robustness_figure(table[table["attack"].isin(["none", "fgsm"])])
     with pytest.raises(ValueError, match="crafted on 'noise'"):
@@ -354,81 +426,6 @@ def test_missing_data_raise(table):
         P.realistic_figure(table, kinds=["pgd"])  # adversarial rows: no severity
     with pytest.raises(ValueError, match="lacks columns"):
         P.figure3(table.drop(columns="dice"))
-
-
-# --------------------------------------------------------------------------- image figures
-
-
-def _volumes(shape=(24, 20, 12)):
-    """A (4, X, Y, Z) image, a true class map with a two-layer tumour and a worse prediction."""
-    rng = np.random.default_rng(0)
-    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"))
-    r2 = ((grid - np.array([12, 8, 7])[:, None, None, None]) ** 2).sum(0)
-    truth = np.zeros(shape, np.uint8)
-    truth[r2 < 30] = 2
-    truth[r2 < 12] = 3
-    truth[r2 < 3] = 1
-    image = rng.normal(0, 1, (4, *shape)).astype(np.float32) + truth
-    worse = truth.copy()
-    worse[worse == 3] = 2
-    return image, truth, worse
-
-
-def test_tumour_slice_known_answer():
-    _, truth, _ = _volumes()
-    assert P.tumour_slice(truth) == 7
-    assert P.tumour_slice(truth, axis=0) == 12
-    with pytest.raises(ValueError, match="no tumour"):
-        P.tumour_slice(np.zeros((4, 4, 4), np.uint8))
-    with pytest.raises(ValueError, match="3D"):
-        P.tumour_slice(truth[0])
-
-
-def test_figure1_rows_titles_and_dice():
-    image, truth, worse = _volumes()
-    examples = {
-        "none": P.Segmented(image, truth),
-        "fgsm": P.Segmented(image + 0.05, worse),
-        "ifgsm": P.Segmented(image - 0.05, worse),
-        "tifgsm": P.Segmented(image, worse),
-    }
-    fig = P.figure1(truth, examples, modality="t1ce")
-    assert len(fig.axes) == 8
-    assert [ax.get_title() for ax in fig.axes[:4]] == ["No attack", "FGSM", "i-FGSM", "ti-FGSM"]
-    assert fig.axes[4].get_title() == "Dice WT/TC/ET\n1.00/1.00/1.00"
-    assert fig.axes[5].get_title().endswith("/0.00")  # ET relabelled as ED: ET Dice 0
-    assert fig.axes[0].get_ylabel() == "Input (T1CE)"
-    assert len(fig.legends[0].get_texts()) == 3
-    assert fig.axes[0].get_images()[0].get_array().shape == (20, 24)  # axial slice, transposed
-    _texts_readable(fig)
-    with pytest.raises(ValueError, match="modality"):
-        P.figure1(truth, examples, modality="dwi")
-    with pytest.raises(ValueError, match="prediction of 'fgsm'"):
-        P.figure1(truth, {"fgsm": P.Segmented(image, worse[:-1])})
-    with pytest.raises(ValueError, match="shape \\(4, X, Y, Z\\)"):
-        P.figure1(truth, {"none": P.Segmented(image[0], truth)})
-    with pytest.raises(ValueError, match="slice_index"):
-        P.figure1(truth, examples, slice_index=99)
-
-
-def test_figure5_grid_and_titles():
-    image, truth, worse = _volumes()
-    models = ["adv_eps0.05", "baseline", "distill_T20"]
-    clean_preds = dict.fromkeys(models, truth)
-    adversarial = {
-        m: P.Segmented(image + 0.03, worse if m == "baseline" else truth) for m in models
-    }
-    fig = P.figure5(image, truth, clean_preds, adversarial)
-    assert len(fig.axes) == 3 * (1 + len(models))
-    top = [ax.get_title() for ax in fig.axes[:4]]
-    assert top[2].startswith("No Defense") and top[2].endswith("ET 1.00")
-    bottom = [ax.get_title() for ax in fig.axes[8:]]
-    assert bottom == ["True labels", "ET 1.00", "ET 0.00", "ET 1.00"]
-    assert fig.axes[4].get_ylabel() == "FGSM ε = 0.03"
-    assert fig.legends
-    _texts_readable(fig)
-    with pytest.raises(ValueError, match="different models"):
-        P.figure5(image, truth, {"baseline": truth}, adversarial)
 
 
 # --------------------------------------------------------------------------- saving

@@ -1,11 +1,15 @@
-"""Figures of the paper (Figs. 1-5, Supplemental Fig. 2) and the extra robustness figures.
+"""Curve and summary figures of the paper (Figs. 2-4, Supplemental Fig. 2) and the extra
+robustness figures; the slice montages (Figs. 1 and 5) are in :mod:`segrobust.montages`.
 
 Every quantitative figure reads the one long-format results table of
 :mod:`segrobust.metrics` (columns ``model, source_model, attack, eps, iteration, severity,
-subject, region, dice, psnr, ...``) and draws per-condition means over subjects with error bars
-(``error="sd"``: sample sd over subjects, ``"ci95"``: t-based 95% CI of the mean; the y label
-says which, and how many subjects). Image figures (Figs. 1 and 5) take 3D volumes and show one
-axial slice of one modality in grey with the class map on top.
+subject, region, dice, psnr, ...``) and draws per-condition means over subjects with intervals
+(``error="boot95"``, the default: percentile bootstrap 95% CI of the mean over subjects, which
+stays inside the range of the data, so a Dice interval never leaves [0, 1]; ``"sd"``: mean ± sample
+sd, ``"ci95"``: t-based 95% CI, both of which can; the y label says which, and how many subjects).
+A subject's value is its mean over the training seeds; with several seeds the curve figures draw
+one thin line per seed (its mean over subjects) behind the seed-averaged mean. Figures of
+per-model distributions show the distribution itself: boxes and one point per subject.
 
 Styling is fixed so figures stay comparable: a model's colour and marker depend only on the set
 of models in the table (:func:`model_styles`), so figures drawn from one table agree; regions and
@@ -20,9 +24,8 @@ ValueError naming what is missing rather than drawing an empty plot.
 import functools
 import math
 import re
-import textwrap
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,25 +34,21 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from scipy import stats
 
 from segrobust.fileio import atomic_path
-from segrobust.labels import MODALITIES, N_CLASSES
-from segrobust.metrics import dice_regions
-from segrobust.statistics import (
-    CLEAN_ATTACK,
-    REGION_NAMES,
-    attack_label,
-    model_label,
-    model_sort_key,
-)
+from segrobust.statistics import CLEAN_ATTACK, bootstrap_mean_ci
+from segrobust.tables import REGION_NAMES, attack_label, model_label, model_sort_key
 
-ErrorKind = Literal["sd", "ci95"]
-ERROR_KINDS: tuple[str, ...] = ("sd", "ci95")
-_ERROR_TEXT = {"sd": "sd", "ci95": "95% CI"}
+ErrorKind = Literal["boot95", "sd", "ci95"]
+ERROR_KINDS: tuple[str, ...] = ("boot95", "sd", "ci95")
+_ERROR_TEXT = {"boot95": "mean, bootstrap 95% CI", "sd": "mean ± sd", "ci95": "mean, t 95% CI"}
+N_BOOT = 2000  # bootstrap resamples of the subjects per plotted interval
+SEED_LINE = {"linewidth": 0.6, "alpha": 0.55, "marker": None}
+SEED_NOTE = "thin lines: individual training seeds"
 
 REGION_ORDER: tuple[str, ...] = ("WT", "TC", "ET")
 REALISTIC_KINDS: tuple[str, ...] = (
@@ -80,14 +79,6 @@ REGION_COLOURS: dict[str, str] = {
     "ET": OKABE_ITO["vermillion"],
 }
 REGION_MARKERS: dict[str, str] = {"WT": "o", "TC": "s", "ET": "^"}
-# Network classes 1..3 (BraTS labels 1, 2, 4); class 0 (background) is left transparent.
-CLASS_COLOURS: dict[int, str] = {
-    1: OKABE_ITO["blue"],
-    2: OKABE_ITO["yellow"],
-    3: OKABE_ITO["vermillion"],
-}
-CLASS_NAMES: dict[int, str] = {1: "NCR/NET (label 1)", 2: "ED (label 2)", 3: "ET (label 4)"}
-_OVERLAY_ALPHA = 0.6
 # Per model family: key pattern, colours (cycled, then line styles change), marker.
 _FAMILIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     (
@@ -164,14 +155,14 @@ def ordered_models(models: Iterable[str], reference_model: str = "baseline") -> 
     return [reference_model, *rest] if reference_model in models else rest
 
 
-def _styled(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
     """A new Figure on an Agg canvas, with constrained layout."""
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _with_style(build: Callable[..., Figure]) -> Callable[..., Figure]:
+def with_style(build: Callable[..., Figure]) -> Callable[..., Figure]:
     """Run a figure builder under :data:`STYLE`.
 
     Tick labels are created lazily at draw time, outside the style context, so their size is
@@ -193,29 +184,59 @@ def _with_style(build: Callable[..., Figure]) -> Callable[..., Figure]:
 
 
 def summarise(
-    df: pd.DataFrame, by: Sequence[str], metric: str = "dice", error: ErrorKind = "sd"
+    df: pd.DataFrame,
+    by: Sequence[str],
+    metric: str = "dice",
+    error: ErrorKind = "boot95",
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Mean, error half-width (``err``) and subject count ``n`` of ``metric`` per group ``by``.
+    """Mean, interval (``low``, ``high``) and subject count ``n`` of ``metric`` per group ``by``.
 
-    Rows of one subject within a group (e.g. the three region rows that repeat one input's PSNR)
-    are averaged first, so ``n`` counts subjects. Non-finite values (the PSNR of an unperturbed
-    input is inf) are dropped. ``error="sd"``: sample sd (ddof=1); ``"ci95"``: half-width of the
-    t-based 95% confidence interval of the mean. Groups with one subject get ``err`` NaN.
+    Rows of one subject within a group (its region rows that repeat one input's PSNR, its
+    training seeds) are averaged first, so ``n`` counts subjects. Non-finite values (the PSNR of
+    an unperturbed input is inf) are dropped. ``error="boot95"``: percentile bootstrap 95% CI of
+    the mean (:func:`segrobust.statistics.bootstrap_mean_ci`, :data:`N_BOOT` resamples, seeded
+    per group from ``seed`` and the group's key); ``"sd"``: mean ± sample sd (ddof=1);
+    ``"ci95"``: t-based 95% CI of the mean. Groups with one subject get NaN bounds.
     """
     _check_choice(error, ERROR_KINDS, "error")
+    per_subject = _per_subject(df, by, metric)
+    grouped = per_subject.groupby(level=list(range(len(by))), dropna=False, sort=False)
+    out = grouped.agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    if error == "boot95":
+        bounds = [
+            bootstrap_mean_ci(
+                values.to_numpy(float), n_boot=N_BOOT, seed=[seed, zlib.crc32(repr(key).encode())]
+            )
+            for key, values in grouped
+        ]
+        out["low"], out["high"] = np.array(bounds, dtype=float).reshape(-1, 2).T
+    else:
+        half = out["std"]
+        if error == "ci95":
+            dof = (out["n"] - 1).where(out["n"] > 1)
+            half = stats.t.ppf(0.975, dof) * out["std"] / np.sqrt(out["n"])
+        out["low"], out["high"] = out["mean"] - half, out["mean"] + half
+    return out[["mean", "low", "high", "n"]].reset_index()
+
+
+def seed_means(df: pd.DataFrame, by: Sequence[str], metric: str = "dice") -> pd.DataFrame | None:
+    """Mean over subjects of ``metric`` per group ``by`` and training ``seed`` (columns
+    ``*by, seed, mean``), or None when the table has fewer than two seeds."""
+    if "seed" not in df.columns or df["seed"].nunique() < 2:
+        return None
+    per_seed = _per_subject(df, [*by, "seed"], metric)
+    means = per_seed.groupby(level=list(range(len(by) + 1)), dropna=False, sort=False).mean()
+    return means.rename("mean").reset_index()
+
+
+def _per_subject(df: pd.DataFrame, by: Sequence[str], metric: str) -> pd.Series:
+    """Finite ``metric`` values averaged per group ``by`` and subject."""
     _require_columns(df, [*by, "subject", metric])
     values = df[[*by, "subject", metric]].replace([np.inf, -np.inf], np.nan).dropna(subset=[metric])
     if values.empty:
         raise ValueError(f"no finite {metric!r} values to summarise")
-    per_subject = values.groupby([*by, "subject"], dropna=False, sort=False)[metric].mean()
-    grouped = per_subject.groupby(level=list(range(len(by))), dropna=False, sort=False)
-    out = grouped.agg(["mean", "std", "count"]).rename(columns={"count": "n"})
-    if error == "sd":
-        out["err"] = out["std"]
-    else:
-        dof = (out["n"] - 1).where(out["n"] > 1)
-        out["err"] = stats.t.ppf(0.975, dof) * out["std"] / np.sqrt(out["n"])
-    return out[["mean", "err", "n"]].reset_index()
+    return values.groupby([*by, "subject"], dropna=False, sort=False)[metric].mean()
 
 
 def _require_columns(df: pd.DataFrame, columns: Iterable[str]) -> None:
@@ -314,9 +335,10 @@ def _n_text(summary: pd.DataFrame) -> str:
 
 
 def _metric_label(name: str, error: ErrorKind, summary: pd.DataFrame, unit: str = "") -> str:
-    """Y label stating what the points and error bars are, e.g. 'Dice (mean ± sd, n = 10)'."""
+    """Y label stating what the points and error bars are, e.g.
+    'Dice (mean, bootstrap 95% CI, n = 10 subjects)'."""
     unit = f"{unit}; " if unit else ""
-    return f"{name}\n({unit}mean ± {_ERROR_TEXT[error]}, {_n_text(summary)})"
+    return f"{name}\n({unit}{_ERROR_TEXT[error]},\n{_n_text(summary)})"
 
 
 # --------------------------------------------------------------------------- drawing
@@ -343,8 +365,11 @@ def _error_lines(
     styles: Mapping[str, Mapping[str, Any]],
     labels: Mapping[str, str],
     dodge: float,
+    seeds: pd.DataFrame | None = None,
 ) -> None:
-    """One errorbar line per ``series`` value of ``summary`` (columns x, series, mean, err)."""
+    """One errorbar line per ``series`` value of ``summary`` (columns x, series, mean, low,
+    high), and behind it one thin line per training seed of ``seeds`` (columns x, series, seed,
+    mean; see :func:`seed_means`) in the same colour."""
     step = _min_step(summary[x])
     present = [s for s in order if s in set(summary[series])]
     for i, name in enumerate(present):
@@ -352,10 +377,25 @@ def _error_lines(
         style = dict(styles[name])
         if style.get("marker") == "*":
             style["markersize"] = 8
+        if seeds is not None:
+            mine = seeds[seeds[series] == name]
+            for _, line in mine.groupby("seed"):
+                line = line.sort_values(x)
+                ax.plot(
+                    _dodged(line[x].to_numpy(float), i, len(present), dodge, step),
+                    line["mean"],
+                    color=style.get("color"),
+                    linestyle=style.get("linestyle", "-"),
+                    zorder=1.5,
+                    **SEED_LINE,
+                )
+        mean = part["mean"].to_numpy(float)
+        below = (mean - part["low"].to_numpy(float)).clip(min=0)
+        above = (part["high"].to_numpy(float) - mean).clip(min=0)
         ax.errorbar(
             _dodged(part[x].to_numpy(float), i, len(present), dodge, step),
-            part["mean"],
-            yerr=part["err"].fillna(0),
+            mean,
+            yerr=np.nan_to_num(np.vstack([below, above])),
             label=labels[name],
             **style,
         )
@@ -366,17 +406,25 @@ def _set_dice_axis(ax: Axes) -> None:
     ax.yaxis.set_major_locator(mpl.ticker.MultipleLocator(0.2))
 
 
-def _legend(fig: Figure, ax: Axes, loc: str = "outside lower center") -> None:
-    """One figure legend of ``ax``'s entries, at most three columns wide so it fits the page."""
+def _legend(fig: Figure, ax: Axes, loc: str = "outside lower center", seeds: bool = False) -> None:
+    """One figure legend of ``ax``'s entries, at most three columns wide so it fits the page;
+    with ``seeds`` an entry saying what the thin lines are."""
     handles, labels = ax.get_legend_handles_labels()
+    if seeds:
+        handles.append(_seed_handle())
+        labels.append(SEED_NOTE)
     ncols = len(labels) if len(labels) <= 4 else 3
     fig.legend(handles, labels, loc=loc, ncols=ncols, frameon=False)
+
+
+def _seed_handle() -> Line2D:
+    return Line2D([], [], color="0.35", **SEED_LINE)
 
 
 # --------------------------------------------------------------------------- paper figures
 
 
-@_with_style
+@with_style
 def figure2(
     df: pd.DataFrame,
     *,
@@ -384,7 +432,7 @@ def figure2(
     attacks: Sequence[str] = ("ifgsm", "tifgsm"),
     eps: float | None = None,
     regions: Sequence[str] = REGION_ORDER,
-    error: ErrorKind = "sd",
+    error: ErrorKind = "boot95",
     alphas: Mapping[str, float] | None = None,
 ) -> Figure:
     """Paper's Fig. 2: Dice vs number of iterations, one panel per attack, a line per region.
@@ -394,9 +442,9 @@ def figure2(
     sizes ``alphas`` (per attack) a dotted line marks the iteration where α·N reaches ε: later
     iterates stay on the ε ball's surface.
     """
-    summary = _iteration_summary(df, model, attacks, eps, "dice", error, by_region=True)
+    summary, seeds = _iteration_summary(df, model, attacks, eps, "dice", error, by_region=True)
     _check_regions(summary, regions)
-    fig = _styled((FULL_WIDTH, 2.9))
+    fig = new_figure((FULL_WIDTH, 2.9))
     axes = fig.subplots(1, len(attacks), sharey=True, squeeze=False)[0]
     styles = {
         r: {"color": REGION_COLOURS.get(r), "marker": REGION_MARKERS.get(r, "o")} for r in regions
@@ -404,7 +452,8 @@ def figure2(
     labels = {r: f"{REGION_NAMES.get(r, r)} ({r})" for r in regions}
     for ax, attack in zip(axes, attacks, strict=True):
         part = summary[summary["attack"] == attack]
-        _error_lines(ax, part, "iteration", "region", regions, styles, labels, dodge=0.3)
+        mine = None if seeds is None else seeds[seeds["attack"] == attack]
+        _error_lines(ax, part, "iteration", "region", regions, styles, labels, 0.3, mine)
         ax.set_title(f"{attack_label(attack)} (ε = {part['eps'].iloc[0]:g}, {model_label(model)})")
         if alphas and attack in alphas:
             spent = math.ceil(part["eps"].iloc[0] / alphas[attack] - 1e-9)
@@ -417,11 +466,11 @@ def figure2(
         ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         _set_dice_axis(ax)
     axes[0].set_ylabel(_metric_label("Dice", error, summary))
-    _legend(fig, axes[0])
+    _legend(fig, axes[0], seeds=seeds is not None)
     return fig
 
 
-@_with_style
+@with_style
 def supplementary_figure2(
     df: pd.DataFrame,
     *,
@@ -429,7 +478,7 @@ def supplementary_figure2(
     attacks: Sequence[str] = ("ifgsm", "tifgsm"),
     eps: float | None = None,
     metric: Literal["psnr", "ssim", "rmse"] = "psnr",
-    error: ErrorKind = "sd",
+    error: ErrorKind = "boot95",
 ) -> Figure:
     """Supplemental Fig. 2: input quality (PSNR by default) vs iterations, a line per attack.
 
@@ -437,8 +486,9 @@ def supplementary_figure2(
     input itself (PSNR = inf) is not drawn.
     """
     _check_choice(metric, ("psnr", "ssim", "rmse"), "metric")
-    summary = _iteration_summary(df, model, attacks, eps, metric, error, by_region=False)
+    summary, seeds = _iteration_summary(df, model, attacks, eps, metric, error, by_region=False)
     summary = summary[summary["iteration"] > 0]
+    seeds = None if seeds is None else seeds[seeds["iteration"] > 0]
     if summary.empty:
         raise ValueError(f"no finite {metric!r} values of attacked inputs for model {model!r}")
     palette = (OKABE_ITO["blue"], OKABE_ITO["vermillion"], OKABE_ITO["green"], OKABE_ITO["orange"])
@@ -449,15 +499,18 @@ def supplementary_figure2(
         for a in attacks
         if a in set(summary["attack"])
     }
-    fig = _styled((HALF_WIDTH, 2.8))
+    fig = new_figure((HALF_WIDTH, 2.8))
     ax = fig.subplots()
-    _error_lines(ax, summary, "iteration", "attack", attacks, styles, labels, dodge=0.2)
+    _error_lines(ax, summary, "iteration", "attack", attacks, styles, labels, 0.2, seeds)
     name, unit = {"psnr": ("PSNR", "dB"), "ssim": ("SSIM", ""), "rmse": ("RMSE", "rel.")}[metric]
     ax.set_ylabel(_metric_label(name, error, summary, unit))
     ax.set_xlabel("iterations")
     ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
     ax.set_title(f"Input quality, {model_label(model)}")
-    ax.legend(loc="best")
+    handles, texts = ax.get_legend_handles_labels()
+    if seeds is not None:
+        handles, texts = [*handles, _seed_handle()], [*texts, SEED_NOTE]
+    ax.legend(handles, texts, loc="upper right")  # PSNR falls from the upper left
     return fig
 
 
@@ -469,8 +522,9 @@ def _iteration_summary(
     metric: str,
     error: ErrorKind,
     by_region: bool,
-) -> pd.DataFrame:
-    """Summary over subjects per (attack, eps, iteration[, region]) of one model's iterates."""
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Summary over subjects per (attack, eps, iteration[, region]) of one model's iterates, and
+    the per-seed means (None with one seed)."""
     _require_columns(df, ["model", "attack", "eps", "iteration", "subject", "region", metric])
     if not attacks:
         raise ValueError("attacks must name at least one attack")
@@ -488,10 +542,11 @@ def _iteration_summary(
             raise ValueError(f"attack {attack!r} on model {model!r} has a single iteration")
         frames.append(rows.assign(attack=attack, eps=e))
     by = ["attack", "eps", "iteration", *(["region"] if by_region else [])]
-    return summarise(pd.concat(frames), by, metric, error)
+    data = pd.concat(frames)
+    return summarise(data, by, metric, error), seed_means(data, by, metric)
 
 
-@_with_style
+@with_style
 def dice_vs_eps(
     df: pd.DataFrame,
     models: Sequence[str],
@@ -500,7 +555,7 @@ def dice_vs_eps(
     regions: Sequence[str] = REGION_ORDER,
     reference_model: str = "baseline",
     title: str = "",
-    error: ErrorKind = "sd",
+    error: ErrorKind = "boot95",
 ) -> Figure:
     """Dice vs attack ε, one panel per region, a line per model (the paper's Figs. 3 and 4).
 
@@ -515,24 +570,25 @@ def dice_vs_eps(
     if attacked.empty:
         raise ValueError(f"no {attack!r} rows with eps > 0 for models {list(models)}")
     rows = pd.concat([_clean_rows(df, models).assign(eps=0.0), attacked])
-    summary = summarise(
-        rows[rows["region"].isin(regions)], ["model", "eps", "region"], "dice", error
-    )
+    rows = rows[rows["region"].isin(regions)]
+    summary = summarise(rows, ["model", "eps", "region"], "dice", error)
+    seeds = seed_means(rows, ["model", "eps", "region"])
     styles = model_styles(df["model"].unique(), reference_model)
     labels = {m: model_label(m, reference_model) for m in models}
     order = ordered_models(models, reference_model)
-    fig = _styled((FULL_WIDTH, 3.0))
+    fig = new_figure((FULL_WIDTH, 3.0))
     axes = fig.subplots(1, len(regions), sharey=True, squeeze=False)[0]
     for i, (ax, region) in enumerate(zip(axes, regions, strict=True)):
         part = summary[summary["region"] == region]
-        _error_lines(ax, part, "eps", "model", order, styles, labels, dodge=0.4)
+        mine = None if seeds is None else seeds[seeds["region"] == region]
+        _error_lines(ax, part, "eps", "model", order, styles, labels, 0.4, mine)
         ax.set_title(f"({chr(97 + i)}) {REGION_NAMES.get(region, region)}")
         ax.set_xlabel(EPS_LABEL.format(attack=attack_label(attack)))
         _set_dice_axis(ax)
     axes[0].set_ylabel(_metric_label("Dice", error, summary))
     if title:
         fig.suptitle(title)
-    _legend(fig, axes[0])
+    _legend(fig, axes[0], seeds=seeds is not None)
     return fig
 
 
@@ -564,7 +620,7 @@ def figure4(df: pd.DataFrame, *, reference_model: str = "baseline", **kwargs: An
 # --------------------------------------------------------------------------- beyond the paper
 
 
-@_with_style
+@with_style
 def robustness_figure(
     df: pd.DataFrame,
     *,
@@ -575,11 +631,13 @@ def robustness_figure(
     reference_model: str = "baseline",
     transfer_source: str | None = None,
     include_clean: bool = True,
-    error: ErrorKind = "sd",
 ) -> Figure:
     """Robust Dice of every model under strong, transfer and temperature-aware attacks.
 
-    Grouped bars (groups: clean input, then each attack; a bar per model), one panel per region.
+    The distribution itself, not a mean and an error bar: per group (clean input, then each
+    attack) one box per model (quartiles and median, whiskers at the range) with one point per
+    subject (its Dice averaged over the training seeds) and the mean as a white diamond; one
+    panel per region.
     ``attacks=None`` takes those of :data:`ROBUSTNESS_ATTACKS` (and any ``transfer_*``) present,
     plain FGSM only when ``eps`` picks one budget of its sweep.
     Attacks named ``transfer_*`` use perturbations crafted on ``transfer_source`` (default: the
@@ -625,41 +683,82 @@ def robustness_figure(
         frames.append(rows.assign(group=label))
         groups.append(label)
     data = pd.concat(frames)
-    summary = summarise(
-        data[data["region"].isin(regions)], ["group", "model", "region"], "dice", error
-    )
+    values = _per_subject(data[data["region"].isin(regions)], ["region", "group", "model"], "dice")
     styles = model_styles(df["model"].unique(), reference_model)
-    fig = _styled((FULL_WIDTH, 1.2 + 2.1 * len(regions)))
+    fig = new_figure((FULL_WIDTH, 1.4 + 2.1 * len(regions)))
     axes = fig.subplots(len(regions), 1, sharex=True, squeeze=False)[:, 0]
     width = 0.8 / len(models)
     x = np.arange(len(groups))
+    jitter = np.random.default_rng(0)  # horizontal spread of the points only
+    cells = {key: v.to_numpy(float) for key, v in values.groupby(level=[0, 1, 2], sort=False)}
+    counts = values.groupby(level=[0, 1, 2], sort=False).size().rename("n").reset_index()
     for ax, region in zip(axes, regions, strict=True):
-        part = summary[summary["region"] == region].set_index(["group", "model"])
         for j, m in enumerate(models):
-            idx = pd.MultiIndex.from_product([groups, [m]])
-            values = part.reindex(idx)
-            pos = x + (j - (len(models) - 1) / 2) * width
-            ax.bar(
-                pos,
-                values["mean"].to_numpy(float),
-                width * 0.95,
-                yerr=values["err"].fillna(0).to_numpy(float),
-                color=styles[m]["color"],
-                label=model_label(m, reference_model),
-                error_kw={"elinewidth": 0.7, "capsize": 1.5, "ecolor": "#333333"},
-            )
-            for k in np.flatnonzero(values["mean"].isna().to_numpy()):  # not evaluated: say so
-                ax.text(pos[k], 0.02, "n/a", rotation=90, ha="center", va="bottom", color="#555555")
+            colour = styles[m]["color"]
+            for k, group in enumerate(groups):
+                pos = x[k] + (j - (len(models) - 1) / 2) * width
+                v = cells.get((region, group, m), np.array([]))
+                if v.size == 0:  # not evaluated: say so
+                    ax.text(pos, 0.02, "n/a", rotation=90, ha="center", va="bottom", color="0.35")
+                    continue
+                _box(ax, v, pos, width * 0.8, colour)
+                spread = jitter.uniform(-0.25, 0.25, v.size) * width
+                ax.scatter(
+                    pos + spread, v, s=4, color=colour, alpha=0.8, linewidths=0, zorder=3,
+                    gid=f"subjects:{m}:{k}",
+                )  # fmt: skip
+                ax.plot(pos, v.mean(), gid=f"mean:{m}:{k}", **_MEAN_MARKER)
         ax.set_title(f"{REGION_NAMES.get(region, region)} ({region})")
-        ax.set_ylabel(_metric_label("Dice", error, summary))
+        n = _n_text(counts[counts["region"] == region])
+        ax.set_ylabel(f"Dice per subject\n(mean over seeds;\n{n})")
         ax.grid(axis="x", visible=False)
         _set_dice_axis(ax)
+        ax.set_ylim(-0.03, 1.03)  # points at exactly 0 or 1 stay visible
+    handles = [
+        Patch(facecolor=mpl.colors.to_rgba(styles[m]["color"], 0.3), edgecolor=styles[m]["color"])
+        for m in models
+    ]
+    labels = [model_label(m, reference_model) for m in models]
+    handles.append(Line2D([], [], linestyle="none", **_MEAN_MARKER))
+    labels.append("mean (dots: subjects)")
     axes[-1].set_xticks(x, groups)
-    _legend(fig, axes[0], loc="outside upper center")
+    fig.legend(handles, labels, loc="outside upper center", ncols=3, frameon=False)
     return fig
 
 
-@_with_style
+_MEAN_MARKER: dict[str, Any] = {
+    "marker": "D",
+    "markersize": 3.5,
+    "markerfacecolor": "white",
+    "markeredgecolor": "black",
+    "markeredgewidth": 0.6,
+    "zorder": 4,
+}
+
+
+def _box(ax: Axes, values: np.ndarray, pos: float, width: float, colour: str) -> None:
+    """One box (quartiles, median) with whiskers at the range of ``values``, at ``pos``."""
+    line = {"color": colour, "linewidth": 0.8}
+    ax.boxplot(
+        [values],
+        positions=[pos],
+        widths=width,
+        whis=(0, 100),
+        showfliers=False,
+        patch_artist=True,
+        manage_ticks=False,
+        boxprops={
+            "facecolor": mpl.colors.to_rgba(colour, 0.3),
+            "edgecolor": colour,
+            "linewidth": 0.8,
+        },
+        medianprops={"color": "black", "linewidth": 1.0},
+        whiskerprops=line,
+        capprops=line,
+    )
+
+
+@with_style
 def realistic_figure(
     df: pd.DataFrame,
     *,
@@ -667,7 +766,7 @@ def realistic_figure(
     regions: Sequence[str] = REGION_ORDER,
     models: Sequence[str] | None = None,
     reference_model: str = "baseline",
-    error: ErrorKind = "sd",
+    error: ErrorKind = "boot95",
 ) -> Figure:
     """Dice vs severity of each realistic artefact: a row of panels per region, a panel per
     artefact.
@@ -697,255 +796,37 @@ def realistic_figure(
             rows = pd.concat([rows, _clean_rows(df, models).assign(severity=0.0)])
         frames.append(rows.assign(attack=kind))
     data = pd.concat(frames)
-    summary = summarise(
-        data[data["region"].isin(regions)], ["region", "attack", "model", "severity"], "dice", error
-    )
+    data = data[data["region"].isin(regions)]
+    summary = summarise(data, ["region", "attack", "model", "severity"], "dice", error)
+    seeds = seed_means(data, ["region", "attack", "model", "severity"])
     styles = model_styles(df["model"].unique(), reference_model)
     labels = {m: model_label(m, reference_model) for m in models}
-    fig = _styled((FULL_WIDTH, 0.9 + 1.9 * len(regions)))
+    fig = new_figure((FULL_WIDTH, 0.9 + 1.9 * len(regions)))
     axes = fig.subplots(len(regions), len(kinds), sharex=True, sharey="row", squeeze=False)
     for row, region in zip(axes, regions, strict=True):
         for ax, kind in zip(row, kinds, strict=True):
             part = summary[(summary["region"] == region) & (summary["attack"] == kind)]
-            _error_lines(ax, part, "severity", "model", models, styles, labels, dodge=0.4)
+            mine = None
+            if seeds is not None:
+                mine = seeds[(seeds["region"] == region) & (seeds["attack"] == kind)]
+            _error_lines(ax, part, "severity", "model", models, styles, labels, 0.4, mine)
             ax.set_xticks(sorted(part["severity"].unique()))
             if region == regions[0]:
                 ax.set_title(attack_label(kind))
             if region == regions[-1]:
                 ax.set_xlabel("severity")
         part = summary[summary["region"] == region]
-        low = (part["mean"] - part["err"].fillna(0)).min()
-        high = (part["mean"] + part["err"].fillna(0)).max()
+        low = part["low"].fillna(part["mean"]).min()
+        high = part["high"].fillna(part["mean"]).max()
+        if seeds is not None:
+            mine = seeds.loc[seeds["region"] == region, "mean"]
+            low, high = min(low, mine.min()), max(high, mine.max())
         pad = max(0.02, 0.05 * (high - low))
         row[0].set_ylim(max(0.0, low - pad), min(1.02, high + pad))
-        row[0].set_ylabel(_metric_label(f"Dice {region}", error, part).replace(", n", ",\nn"))
+        row[0].set_ylabel(_metric_label(f"Dice {region}", error, part))
     fig.suptitle("Realistic artefacts")
-    _legend(fig, axes.flat[0])
+    _legend(fig, axes.flat[0], seeds=seeds is not None)
     return fig
-
-
-# --------------------------------------------------------------------------- image figures
-
-
-@dataclass(frozen=True)
-class Segmented:
-    """An input image (C, X, Y, Z), channels in MODALITIES order, and the class map
-    (X, Y, Z), classes 0..3, that a model predicted from it."""
-
-    image: np.ndarray
-    prediction: np.ndarray
-
-
-def tumour_slice(classes: np.ndarray, axis: int = 2) -> int:
-    """Index along ``axis`` (default 2: axial for BraTS arrays) of the slice with most tumour."""
-    classes = np.asarray(classes)
-    if classes.ndim != 3:
-        raise ValueError(f"classes must be a 3D class map, got shape {classes.shape}")
-    if not -3 <= axis < 3:
-        raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
-    other = tuple(a for a in range(3) if a != axis % 3)
-    counts = np.count_nonzero(classes, axis=other)
-    if not counts.any():
-        raise ValueError("the class map holds no tumour (all background)")
-    return int(np.argmax(counts))
-
-
-def _channel(image: np.ndarray, modality: str, what: str) -> np.ndarray:
-    _check_choice(modality, MODALITIES, "modality")
-    image = np.asarray(image)
-    if image.ndim != 4 or image.shape[0] != len(MODALITIES):
-        raise ValueError(
-            f"{what} must have shape ({len(MODALITIES)}, X, Y, Z) with channels "
-            f"{MODALITIES}, got {image.shape}"
-        )
-    return image[MODALITIES.index(modality)]
-
-
-def _axial(volume: np.ndarray, index: int, axis: int) -> np.ndarray:
-    """Slice for display: patient anterior up and patient right on the image left
-    (radiological convention) for arrays in LPS order, as BraTS and the synthetic cohort."""
-    if not 0 <= index < volume.shape[axis]:
-        raise ValueError(f"slice_index {index} outside 0..{volume.shape[axis] - 1}")
-    return np.take(volume, index, axis=axis).T
-
-
-def _check_class_map(classes: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
-    classes = np.asarray(classes)
-    if classes.shape != shape:
-        raise ValueError(f"{what} has shape {classes.shape}, the image has {shape}")
-    if (
-        not np.issubdtype(classes.dtype, np.integer)
-        or classes.min() < 0
-        or classes.max() >= N_CLASSES
-    ):
-        raise ValueError(f"{what} must be an integer class map with values 0..{N_CLASSES - 1}")
-    return classes
-
-
-_CLASS_CMAP = ListedColormap(
-    [(0, 0, 0, 0), *[mpl.colors.to_rgba(CLASS_COLOURS[c]) for c in range(1, N_CLASSES)]]
-)
-
-
-def _show(
-    ax: Axes, image2d: np.ndarray, window: tuple[float, float], classes2d: np.ndarray | None = None
-) -> None:
-    """Grey image with the class map overlaid (background transparent), without ticks."""
-    ax.imshow(image2d, cmap="gray", vmin=window[0], vmax=window[1], interpolation="nearest")
-    if classes2d is not None:
-        ax.imshow(
-            classes2d,
-            cmap=_CLASS_CMAP,
-            vmin=0,
-            vmax=N_CLASSES - 1,
-            alpha=np.where(classes2d > 0, _OVERLAY_ALPHA, 0.0),
-            interpolation="nearest",
-        )
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.grid(False)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-
-
-def _window(image2d: np.ndarray) -> tuple[float, float]:
-    """Grey-level window: 1st-99.5th percentile of the clean slice, shared by all panels."""
-    lo, hi = np.percentile(image2d, [1, 99.5])
-    return float(lo), float(hi if hi > lo else lo + 1)
-
-
-def _class_legend(fig: Figure, loc: str) -> None:
-    handles = [
-        Patch(facecolor=CLASS_COLOURS[c], alpha=_OVERLAY_ALPHA, label=CLASS_NAMES[c])
-        for c in range(1, N_CLASSES)
-    ]
-    fig.legend(handles=handles, loc=loc, ncols=len(handles), frameon=False)
-
-
-def _wrap(text: str, width: int = 18) -> str:
-    return textwrap.fill(text, width, break_long_words=False)
-
-
-@_with_style
-def figure1(
-    truth: np.ndarray,
-    examples: Mapping[str, Segmented],
-    *,
-    modality: str = "flair",
-    slice_index: int | None = None,
-    axis: int = 2,
-) -> Figure:
-    """Paper's Fig. 1: inputs (top row) and their segmentations (bottom row) per attack.
-
-    ``examples`` maps attack keys (e.g. "none", "fgsm", "ifgsm", "tifgsm", drawn in that order)
-    to the (perturbed) input and the prediction from it. Bottom titles give the 3D Dice of each
-    region against ``truth`` (class map). All panels share the clean slice's grey window, so a
-    visible change is a real change. ``slice_index=None`` takes the slice with most true tumour.
-    """
-    if not examples:
-        raise ValueError("examples must hold at least one attack")
-    first = _channel(next(iter(examples.values())).image, modality, "image")
-    truth = _check_class_map(truth, first.shape, "truth")
-    if slice_index is None:
-        slice_index = tumour_slice(truth, axis)
-    window = _window(_axial(first, slice_index, axis))
-    fig = _styled((1.8 * len(examples) + 0.3, 4.3))
-    axes = fig.subplots(2, len(examples), squeeze=False)
-    for col, (attack, ex) in enumerate(examples.items()):
-        image = _channel(ex.image, modality, f"image of {attack!r}")
-        pred = _check_class_map(ex.prediction, image.shape, f"prediction of {attack!r}")
-        scores = dice_regions(pred, truth)
-        top, bottom = axes[0, col], axes[1, col]
-        _show(top, _axial(image, slice_index, axis), window)
-        top.set_title("No attack" if attack == CLEAN_ATTACK else attack_label(attack))
-        _show(bottom, _axial(image, slice_index, axis), window, _axial(pred, slice_index, axis))
-        bottom.set_title(
-            "Dice " + "/".join(scores) + "\n" + "/".join(f"{v:.2f}" for v in scores.values())
-        )
-    axes[0, 0].set_ylabel(f"Input ({modality.upper()})")
-    axes[1, 0].set_ylabel("Segmentation")
-    _class_legend(fig, "outside lower center")
-    return fig
-
-
-@_with_style
-def figure5(
-    image: np.ndarray,
-    truth: np.ndarray,
-    clean_predictions: Mapping[str, np.ndarray],
-    adversarial: Mapping[str, Segmented],
-    *,
-    eps: float = 0.03,
-    attack: str = "fgsm",
-    region: str = "ET",
-    reference_model: str = "baseline",
-    modality: str = "flair",
-    slice_index: int | None = None,
-    axis: int = 2,
-) -> Figure:
-    """Paper's Fig. 5: each model on the clean input and on its own adversarial input.
-
-    Columns: true labels, then one per model (in ``adversarial``'s order). Top row: true labels
-    and each model's prediction on the clean ``image``; middle row: the clean image and each
-    model's adversarial input (``attack`` at ``eps``); bottom row: true labels and each model's
-    prediction on its adversarial input. Titles give the 3D Dice of ``region`` (default ET).
-    """
-    if not adversarial:
-        raise ValueError("adversarial must hold at least one model")
-    if set(clean_predictions) != set(adversarial):
-        raise ValueError(
-            f"clean_predictions and adversarial name different models: "
-            f"{sorted(clean_predictions)} vs {sorted(adversarial)}"
-        )
-    clean = _channel(image, modality, "image")
-    truth = _check_class_map(truth, clean.shape, "truth")
-    if slice_index is None:
-        slice_index = tumour_slice(truth, axis)
-    clean2d = _axial(clean, slice_index, axis)
-    truth2d = _axial(truth, slice_index, axis)
-    window = _window(clean2d)
-    ncols = 1 + len(adversarial)
-    fig = _styled((0.98 * ncols + 0.35, 4.6))
-    axes = fig.subplots(3, ncols, squeeze=False)
-    _show(axes[0, 0], clean2d, window, truth2d)
-    axes[0, 0].set_title("True labels\n")
-    _show(axes[1, 0], clean2d, window)
-    axes[1, 0].set_title("Original image")
-    _show(axes[2, 0], clean2d, window, truth2d)
-    axes[2, 0].set_title("True labels")
-    for col, (model, ex) in enumerate(adversarial.items(), start=1):
-        adv = _channel(ex.image, modality, f"adversarial image of {model!r}")
-        pred_clean = _check_class_map(
-            clean_predictions[model], clean.shape, f"prediction of {model!r}"
-        )
-        pred_adv = _check_class_map(
-            ex.prediction, clean.shape, f"adversarial prediction of {model!r}"
-        )
-        d_clean = dice_regions(pred_clean, truth)[region]
-        d_adv = dice_regions(pred_adv, truth)[region]
-        _show(axes[0, col], clean2d, window, _axial(pred_clean, slice_index, axis))
-        axes[0, col].set_title(
-            f"{_wrap(_short_model_label(model, reference_model), 16)}\n{region} {d_clean:.2f}"
-        )
-        _show(axes[1, col], _axial(adv, slice_index, axis), window)
-        _show(
-            axes[2, col],
-            _axial(adv, slice_index, axis),
-            window,
-            _axial(pred_adv, slice_index, axis),
-        )
-        axes[2, col].set_title(f"{region} {d_adv:.2f}")
-    axes[0, 0].set_ylabel("Clean input")
-    axes[1, 0].set_ylabel(f"{attack_label(attack)} ε = {eps:g}")
-    axes[2, 0].set_ylabel("On adversarial input")
-    fig.suptitle(f"Dice of {REGION_NAMES.get(region, region)} ({region}) in each title")
-    _class_legend(fig, "outside lower center")
-    return fig
-
-
-def _short_model_label(model: str, reference_model: str) -> str:
-    """Model label short enough for a narrow image column ('Adv. training (ε=0.05)')."""
-    return model_label(model, reference_model).replace("Adversarial Training", "Adv. training")
 
 
 # --------------------------------------------------------------------------- output

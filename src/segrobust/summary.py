@@ -4,7 +4,7 @@ import pandas as pd
 
 from segrobust.kernels import cpu_model
 from segrobust.labels import REGIONS
-from segrobust.statistics import attack_label, model_label, model_sort_key
+from segrobust.tables import attack_label, model_label, model_sort_key
 
 CLEAN = "none"
 

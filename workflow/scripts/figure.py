@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segrobust import plots
+from segrobust import montages, plots
 from segrobust.data import open_volume, read_split
 from segrobust.evaluation import Perturbed, example_stem, load_example, read_classes
 from segrobust.logs import log_to_file
@@ -18,39 +18,57 @@ R = Path(snakemake.input.results).parent
 seeds = snakemake.params.example_seeds  # the image figures show one replicate of each model
 
 
-def example(model, kind, eps, step):
-    """The saved adversarial input of ``model`` and the prediction from it."""
+def example(model, kind, eps, step, subject):
+    """The saved adversarial input of ``model`` for ``subject`` and the prediction from it."""
     item = Perturbed(kind, float(eps), step, np.nan, None, None)
     replicate = R / "attacks" / model / f"seed{seeds[model]}"
     stem = example_stem(replicate / f"{kind}_examples", subject, item)
-    return plots.Segmented(*load_example(stem))
+    return montages.Segmented(*load_example(stem))
 
 
-def clean_prediction(model):
+def clean_prediction(model, subject):
     replicate = R / "evaluation" / model / f"seed{seeds[model]}"
     return read_classes(replicate / "predictions" / f"{subject}.nii.gz")
 
 
-if name in ("fig1", "fig5"):
-    subject = read_split(snakemake.input.split, "test")[0]  # the first example subject
+def test_volume(subject):
+    """The preprocessed image (4, X, Y, Z) and true class map of a test subject."""
     volume = open_volume(Path(snakemake.params.preprocessed) / subject)
-    image, truth = np.asarray(volume.image), np.asarray(volume.label)
+    return np.asarray(volume.image), np.asarray(volume.label)
+
+
 if name == "fig1":
-    examples = {"none": plots.Segmented(image, clean_prediction("baseline"))}
-    examples["fgsm"] = example("baseline", "fgsm", opts["fig1_eps"], 1)
+    subject = read_split(snakemake.input.split, "test")[0]  # the first example subject
+    image, truth = test_volume(subject)
+    examples = {"none": montages.Segmented(image, clean_prediction("baseline", subject))}
+    examples["fgsm"] = example("baseline", "fgsm", opts["fig1_eps"], 1, subject)
     step = snakemake.params.table1_iteration
     for kind in ("ifgsm", "tifgsm"):
-        examples[kind] = example("baseline", kind, attacks[kind]["eps"], step)
-    fig = plots.figure1(truth, examples, modality=opts["modality"])
-elif name == "fig5":
-    models = sorted({Path(p).parents[1].name for p in snakemake.input.predictions})
-    fig = plots.figure5(
+        examples[kind] = example("baseline", kind, attacks[kind]["eps"], step, subject)
+    fig = montages.figure1(truth, examples, modality=opts["modality"])
+elif name == "fig5":  # the example subject and slice where the attack changes most
+    models = plots.ordered_models({Path(p).parents[1].name for p in snakemake.input.predictions})
+    candidates = {}
+    for subject in read_split(snakemake.input.split, "test")[: snakemake.params.n_examples]:
+        candidates[subject] = [
+            (
+                clean_prediction(m, subject),
+                example(m, "fgsm", opts["fig5_eps"], 1, subject).prediction,
+            )
+            for m in models
+        ]
+    choice = montages.most_changed_slice(candidates)
+    log.info("fig5 shows %s", choice.describe())
+    image, truth = test_volume(choice.subject)
+    fig = montages.figure5(
         image,
         truth,
-        {m: clean_prediction(m) for m in models},
-        {m: example(m, "fgsm", opts["fig5_eps"], 1) for m in models},
+        {m: clean_prediction(m, choice.subject) for m in models},
+        {m: example(m, "fgsm", opts["fig5_eps"], 1, choice.subject) for m in models},
         eps=opts["fig5_eps"],
         modality=opts["modality"],
+        slice_index=choice.slice_index,
+        note=choice.describe(),
     )
 elif name == "fig2":
     alphas = {a: attacks[a]["alpha"] for a in ("ifgsm", "tifgsm")}
@@ -64,7 +82,7 @@ elif name == "fig4":
 elif name == "robustness":
     source = attacks["transfer_fgsm"]["source"]
     eps = snakemake.params.robust_eps
-    fig = plots.robustness_figure(results, eps=eps, transfer_source=source, error=opts["error"])
+    fig = plots.robustness_figure(results, eps=eps, transfer_source=source)
 else:  # realistic
     fig = plots.realistic_figure(results, error=opts["error"])
 plots.save_figure(fig, Path(snakemake.output.png).with_suffix(""))

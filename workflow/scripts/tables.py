@@ -3,7 +3,7 @@
 import pandas as pd
 
 from segrobust.logs import log_to_file
-from segrobust.statistics import table1, table2, write_table
+from segrobust.tables import table1, table2, write_table
 
 log = log_to_file(snakemake.log[0])
 results = pd.read_csv(snakemake.input[0], keep_default_na=False, na_values=[""])

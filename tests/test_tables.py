@@ -1,0 +1,283 @@
+"""Tests of segrobust.tables: Tables 1 and 2, their formatting and writers, on hand-built
+long-format result tables."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from segrobust import statistics as S
+from segrobust import tables as T
+
+REGIONS = ("WT", "TC", "ET")
+N_SUBJECTS = 12
+# Mean Dice drop per (model, attack, eps); baseline drops a lot, defended models little.
+DROPS = {
+    "baseline": {0.05: 0.25, 0.1: 0.35},
+    "distill_T20": {0.05: 0.05, 0.1: 0.08},
+    "adv_eps0.05": {0.05: 0.25, 0.1: 0.35},  # as bad as the baseline: no asterisk expected
+}
+
+
+def _rows(model, attack, eps, iteration, dice, quality=np.nan, source=None):
+    """Long-format rows of one condition: ``dice[region]`` arrays over subjects."""
+    subjects = [f"s{i:02d}" for i in range(N_SUBJECTS)]
+    return [
+        {
+            "model": model,
+            "attack": attack,
+            "eps": eps,
+            "iteration": iteration,
+            "subject": subj,
+            "region": region,
+            "dice": dice[region][i],
+            "psnr": quality if np.isscalar(quality) else quality[i],
+            "ssim": np.nan if np.isscalar(quality) else 1 - eps * 5,
+            "rmse": np.nan if np.isscalar(quality) else eps,
+            "linf": eps,
+            "l2": eps * 10,
+            "source_model": ("" if attack == "none" else model) if source is None else source,
+            "severity": np.nan,
+        }
+        for region in REGIONS
+        for i, subj in enumerate(subjects)
+    ]
+
+
+@pytest.fixture(scope="module")
+def results() -> pd.DataFrame:
+    """12 subjects, 3 regions, baseline + two defences, FGSM at 0/0.05/0.1, i-FGSM, ti-FGSM."""
+    rng = np.random.default_rng(42)
+    clean = {r: rng.uniform(0.7, 0.9, N_SUBJECTS) for r in REGIONS}
+    rows = []
+    for model, drops in DROPS.items():
+        rows += _rows(model, "none", 0.0, 0, clean)
+        for eps, drop in drops.items():
+            attacked = {r: clean[r] - drop + rng.normal(0, 0.01, N_SUBJECTS) for r in REGIONS}
+            rows += _rows(model, "fgsm", eps, 1, attacked, 30 - 100 * eps + rng.normal(0, 1, 12))
+    for attack, drop in (("ifgsm", 0.4), ("tifgsm", 0.3)):
+        for it in (1, 5, 10):
+            attacked = {r: clean[r] - drop * it / 10 + rng.normal(0, 0.01, 12) for r in REGIONS}
+            rows += _rows("baseline", attack, 0.05, it, attacked, 28 + rng.normal(0, 1, 12))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def full_results(results) -> pd.DataFrame:
+    """``results`` plus a transfer attack (crafted on another model) and a realistic
+    perturbation (eps NaN): neither belongs in the white-box tables."""
+    shifted = {r: np.full(N_SUBJECTS, 0.5) for r in REGIONS}
+    extra = _rows("baseline", "fgsm", 0.05, 1, shifted, 29.0, source="distill_T20")
+    extra += _rows("baseline", "motion", np.nan, 0, shifted, 33.0, source="")
+    return pd.concat([results, pd.DataFrame(extra)], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+@pytest.mark.parametrize(
+    ("p", "text"),
+    [
+        (0.2287, "0.2287"),
+        (6.628e-4, "6.628e-4"),
+        (0.0013, "0.0013"),
+        (9.011e-9, "9.011e-9"),
+        (1.0, "1.0000"),
+        (np.nan, "-"),
+    ],
+)
+def test_format_p_like_paper(p, text):
+    assert T.format_p(p) == text
+
+
+def test_labels_and_order():
+    models = ["noise", "adv_eps0.1", "distill_T500", "adv_eps0.01", "distill_T20", "other"]
+    assert sorted(models, key=T.model_sort_key) == [
+        "distill_T20",
+        "distill_T500",
+        "adv_eps0.01",
+        "adv_eps0.1",
+        "noise",
+        "other",
+    ]
+    assert T.model_label("baseline") == "No Defense"
+    assert T.model_label("distill_T20") == "Distillation (T=20)"
+    assert T.model_label("adv_eps0.05") == "Adversarial Training (ε=0.05)"
+    assert T.model_label("noise") == "Noise augmentation"
+    assert T.attack_label("tifgsm") == "ti-FGSM"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@pytest.fixture(scope="module")
+def t1(full_results) -> T.Table:
+    return T.table1(
+        full_results,
+        n_boot=200,
+        seed=0,
+        rows=[("fgsm", 0.05, None), ("ifgsm", 0.05, None), ("tifgsm", 0.05, None)],
+    )
+
+
+@pytest.fixture(scope="module")
+def t2(full_results) -> T.Table:
+    return T.table2(full_results, n_boot=200, seed=0)
+
+
+def test_table1_layout_and_asterisks(t1, results):
+    d = t1.display
+    assert list(d["Attack Type"]) == ["No attack", "FGSM", "i-FGSM", "ti-FGSM"]
+    assert list(d.columns) == [
+        "Attack Type",
+        "Dice TC",
+        "Dice ET",
+        "Dice WT",
+        "Input PSNR",
+        "Input SSIM",
+        "Input RMSE",
+    ]
+    assert (d.loc[0, ["Input PSNR", "Input SSIM", "Input RMSE"]] == "-").all()
+    assert not d.loc[0, ["Dice TC", "Dice ET", "Dice WT"]].str.endswith("*").any()
+    for col in ("Dice TC", "Dice ET", "Dice WT"):
+        assert d.loc[1:, col].str.fullmatch(r"\d\.\d{3}±\d\.\d{3} ↓\*").all()  # lower
+    assert d.loc[1:, "Input PSNR"].str.fullmatch(r"\d+\.\d{2}±\d\.\d{2}").all()
+    # iterative attacks use their final iteration (10)
+    assert list(t1.numeric["iteration"]) == [0, 1, 10, 10]
+    assert len(t1.tests) == 9 and (t1.tests["family"] == "table1").all()
+    clean_tc = S.select(results, {"model": "baseline", "attack": "none", "region": "TC"})["dice"]
+    assert t1.numeric.loc[0, "dice_TC_mean"] == pytest.approx(clean_tc.mean())
+    assert t1.numeric.loc[0, "dice_TC_sd"] == pytest.approx(clean_tc.std(ddof=1))
+    assert t1.numeric.loc[1:, "dice_WT_significant"].all()
+    assert "Bonferroni" in t1.caption
+
+
+def test_table1_default_rows_cover_every_white_box_attack(full_results):
+    with pytest.raises(ValueError, match="several rows"):  # transfer rows need source_model
+        S.paired_tests(
+            full_results,
+            S.against({"attack": "none"}, [{"attack": "fgsm", "eps": 0.05}]),
+            n_boot=10,
+            seed=0,
+        )
+    t = T.table1(full_results, n_boot=50, seed=0)
+    assert list(t.display["Attack Type"]) == [
+        "No attack",
+        "FGSM (ε=0.05)",
+        "FGSM (ε=0.1)",
+        "i-FGSM",
+        "ti-FGSM",
+    ]
+    white_box = S.select(
+        full_results,
+        {"model": "baseline", "attack": "fgsm", "eps": 0.05, "source_model": "baseline"},
+    )
+    wt = white_box.loc[white_box["region"] == "WT", "dice"]
+    assert t.numeric.loc[1, "dice_WT_mean"] == pytest.approx(wt.mean())
+    with pytest.raises(ValueError, match="clean input"):
+        T.table1(full_results, n_boot=50, seed=0, rows=[("none", 0.0, 0)])
+    with pytest.raises(ValueError, match="model"):
+        T.table1(full_results, n_boot=50, seed=0, model="nope")
+
+
+def test_table2_layout_and_asterisks(t2):
+    d, num = t2.display, t2.numeric
+    models = ["baseline", "distill_T20", "adv_eps0.05"]
+    assert len(d) == 9
+    assert list(num["region"]) == [r for r in REGIONS for _ in models]
+    assert list(num["model"]) == models * 3
+    assert list(d["Segmentation Type"]) == [
+        x for r in ("Whole Tumor", "Tumor Core", "Enhancing Tumor") for x in (r, "", "")
+    ]
+    assert list(d.columns) == [
+        "Segmentation Type",
+        "Defense Type",
+        "Dice ε=0",
+        "Dice ε=0.05",
+        "Dice ε=0.1",
+        "p ε=0 (raw / adj)",
+        "p ε=0.05 (raw / adj)",
+        "p ε=0.1 (raw / adj)",
+    ]
+    base = d[num["model"] == "baseline"]
+    distill = d[num["model"] == "distill_T20"]
+    adv = d[num["model"] == "adv_eps0.05"]
+    p_cols = ["p ε=0 (raw / adj)", "p ε=0.05 (raw / adj)", "p ε=0.1 (raw / adj)"]
+    assert (base[p_cols] == "- / -").all().all()
+    # distillation drops far less than the baseline: significantly higher at eps > 0
+    assert distill["Dice ε=0.05"].str.endswith(" ↑*").all()
+    assert distill["Dice ε=0.1"].str.endswith(" ↑*").all()
+    # same clean Dice for every model: all differences zero, p = 1, no asterisk
+    assert (distill["p ε=0 (raw / adj)"] == "1.0000 / 1.0000").all()
+    assert not d["Dice ε=0"].str.endswith("*").any()
+    assert t2.tests.loc[t2.tests["eps"] == 0, "note"].eq("all differences zero").all()
+    # adversarial model drops like the baseline (different noise): not significant
+    assert not adv["Dice ε=0.05"].str.endswith("*").any()
+    assert len(t2.tests) == 2 * 3 * 3  # 2 models x 3 eps x 3 regions, one family
+    assert (t2.tests["family"] == "table2").all()
+    rows = num.loc[num["model"] == "distill_T20"]
+    shown = [
+        T.format_p_pair(p, q)
+        for p, q in zip(rows["dice_eps0.05_p"], rows["dice_eps0.05_p_adj"], strict=True)
+    ]
+    assert shown == list(distill["p ε=0.05 (raw / adj)"])
+
+
+def test_writers_produce_parseable_files(t1, t2, tmp_path):
+    for name, table in (("t1", t1), ("t2", t2)):
+        paths = {
+            k: tmp_path / f"{name}.{ext}"
+            for k, ext in (
+                ("csv", "csv"),
+                ("markdown", "md"),
+                ("latex", "tex"),
+                ("tests_csv", "tests.csv"),
+            )
+        }
+        T.write_table(table, **paths)
+        back = pd.read_csv(paths["csv"], keep_default_na=True)
+        pd.testing.assert_frame_equal(back, table.numeric, check_dtype=False)
+        tests = pd.read_csv(paths["tests_csv"])
+        assert len(tests) == len(table.tests)
+
+        lines = [ln for ln in paths["markdown"].read_text().splitlines() if ln.startswith("|")]
+        cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+        assert cells[0] == list(table.display.columns)
+        assert re.fullmatch(r"[:\- |]+", lines[1])
+        assert cells[2:] == table.display.to_numpy().tolist()
+
+        tex = paths["latex"].read_text()
+        assert "\\begin{tabular}" in tex and "\\end{table}" in tex and "\\caption{" in tex
+        body = tex.split("\\midrule")[1].split("\\bottomrule")[0].strip().splitlines()
+        assert len(body) == len(table.display)
+        assert all(ln.count("&") == table.display.shape[1] - 1 for ln in body)
+        assert "±" not in tex and "ε" not in tex and "$\\pm$" in tex
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_write_table_needs_a_path(t1):
+    with pytest.raises(ValueError, match="at least one"):
+        T.write_table(t1)
+
+
+def test_table2_options_and_errors(results):
+    t = T.table2(
+        results,
+        n_boot=50,
+        seed=0,
+        models=["adv_eps0.05"],
+        eps=(0.0, 0.1),
+        regions=("ET",),
+        model_labels={"adv_eps0.05": "AT-0.05"},
+        correction="holm",
+    )
+    assert list(t.display["Defense Type"]) == ["No Defense", "AT-0.05"]
+    assert list(t.display.columns[2:]) == [
+        "Dice ε=0", "Dice ε=0.1", "p ε=0 (raw / adj)", "p ε=0.1 (raw / adj)",
+    ]  # fmt: skip
+    assert set(t.tests["eps"]) == {0.0, 0.1} and (t.tests["correction"] == "holm").all()
+    with pytest.raises(ValueError, match="matches no rows"):
+        T.table2(results, n_boot=50, seed=0, eps=(0.0, 0.2))
+    with pytest.raises(ValueError, match="reference_model"):
+        T.table2(results, n_boot=50, seed=0, reference_model="nope")
