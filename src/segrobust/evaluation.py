@@ -40,6 +40,7 @@ from segrobust.losses import segmentation_loss
 from segrobust.metrics import dice_regions, image_quality, result_rows, results_frame
 from segrobust.model import autocast, predict_classes
 from segrobust.perturbations import perturb
+from segrobust.surface import NSD_TOLERANCE_MM, surface_regions, voxel_spacing
 
 ATTACKS: tuple[str, ...] = (
     "fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "fgsm_T", "transfer_fgsm", "realistic",
@@ -78,8 +79,10 @@ def evaluate_clean(
     amp: bool = False,
     predictions_dir: str | Path | None = None,
     tags: Mapping[str, Any] | None = None,
+    nsd_tolerance: float = NSD_TOLERANCE_MM,
 ) -> pd.DataFrame:
-    """Dice per region of ``model`` on each subject's clean input (attack "none", ε = 0).
+    """Dice, HD95 and NSD per region of ``model`` on each subject's clean input (attack "none",
+    ε = 0); distances in mm on the subject's grid, NSD at ``nsd_tolerance`` mm.
 
     Predicted label maps go to ``predictions_dir/<subject>.nii.gz`` when it is given. ``tags``
     (``seed``, ``precision``, ``kernel``) are copied into every row.
@@ -91,10 +94,11 @@ def evaluate_clean(
             pred = predict_classes(model, _tensor(volume.image, device))[0].cpu().numpy()
         if predictions_dir is not None:
             save_nifti(pred, directory, Path(predictions_dir) / f"{volume.name}.nii.gz")
-        dice = dice_regions(pred, np.asarray(volume.label))
+        truth = np.asarray(volume.label)
+        surface = surface_regions(pred, truth, voxel_spacing(directory), nsd_tolerance)
         rows += result_rows(
-            model=model_name, attack="none", subject=volume.name, dice=dice, eps=0.0,
-            iteration=0, **(tags or {}),
+            model=model_name, attack="none", subject=volume.name, dice=dice_regions(pred, truth),
+            surface=surface, eps=0.0, iteration=0, **(tags or {}),
         )  # fmt: skip
     return results_frame(rows)
 
@@ -201,6 +205,7 @@ def evaluate_attack(
     source_name: str = "",
     examples_dir: str | Path | None = None,
     tags: Mapping[str, Any] | None = None,
+    nsd_tolerance: float = NSD_TOLERANCE_MM,
 ) -> pd.DataFrame:
     """Per-subject results of ``model`` under one attack family (module docstring).
 
@@ -209,8 +214,9 @@ def evaluate_attack(
     ``examples`` (``subjects`` and ``eps``) and, for i-FGSM / ti-FGSM, ``table1_iteration``.
     For the example subjects the adversarial input of each reported setting (one-step attacks:
     only at the listed ε; iterative ones: iterate ``table1_iteration``) and its prediction are
-    written to ``examples_dir`` as NIfTI. Other iterates get PSNR/RMSE/norms but no SSIM (its
-    cost). Clean inputs are not repeated here. ``seed`` drives the attacks' randomness;
+    written to ``examples_dir`` as NIfTI. Other iterates get Dice, PSNR/RMSE/norms but no SSIM,
+    HD95 or NSD (their cost). HD95 and NSD (at ``nsd_tolerance`` mm) are in mm on the subject's
+    grid. Clean inputs are not repeated here. ``seed`` drives the attacks' randomness;
     ``tags`` (``seed``: the model's training seed, ``precision``, ``kernel``) go into every row.
     """
     if attack not in ATTACKS:
@@ -226,6 +232,7 @@ def evaluate_attack(
         x, y = _tensor(clean, device), _tensor(truth, device).long()
         mask = _tensor(np.load(directory / "mask.npy"), device)[None] if settings["mask"] else None
         seed_ = subject_seed(seed, volume.name)
+        spacing = voxel_spacing(directory)
         with autocast(device, amp):
             for item in _attack_stream(attack, model, x, y, mask, settings, seed_, source,
                                        temperature):  # fmt: skip
@@ -236,10 +243,12 @@ def evaluate_attack(
                 pred = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
                 adv = item.x[0].float().cpu().numpy()
                 reported = _is_reported(item, attack, settings)
+                surface = surface_regions(pred, truth, spacing, nsd_tolerance) if reported else None
                 rows += result_rows(
                     model=model_name, attack=item.kind, subject=volume.name,
-                    dice=dice_regions(pred, truth), eps=item.eps, iteration=item.step,
-                    quality=image_quality(clean, adv, ssim=reported), severity=item.severity,
+                    dice=dice_regions(pred, truth), surface=surface, eps=item.eps,
+                    iteration=item.step, quality=image_quality(clean, adv, ssim=reported),
+                    severity=item.severity,
                     source_model=source_name if attack == "transfer_fgsm" else model_name,
                     **(tags or {}),
                 )  # fmt: skip
