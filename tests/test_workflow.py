@@ -222,6 +222,12 @@ def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
     table1 = pd.read_csv(results / "tables" / "table1.csv").set_index("attack")
     assert table1.loc[["ifgsm", "tifgsm"], "iteration"].tolist() == [2, 2]
     assert table1.drop(index="none")["ssim_mean"].between(0, 1).all()  # every attack row
+    # HD95 / NSD on every row but the i-FGSM / ti-FGSM iterates Table 1 does not report
+    skipped = table["attack"].isin(["ifgsm", "tifgsm"]) & (table["iteration"] != 2)
+    assert table.loc[skipped, ["hd95", "nsd"]].isna().all().all() and skipped.any()
+    kept = table[~skipped]
+    assert (kept["hd95"] >= 0).all() and kept["nsd"].between(0, 1).all()
+    assert table1[[f"hd95_{r}_mean" for r in ("WT", "TC", "ET")]].notna().all().all()
     assert planned_jobs(snakemake(workdir, "-n", "--configfile", str(config))) == {}
 
 
