@@ -16,12 +16,13 @@ rule attack:
         inference=lambda wildcards: inference_settings(wildcards.model),
         source_inference=inference_settings(config["attacks"]["transfer_fgsm"]["source"]),
         attack_seed=config["seed"],
+        nsd_tolerance=config["metrics"]["nsd_tolerance_mm"],
         amp=config["training"]["amp"],
         conv_kernel=config["training"]["conv_kernel"],
         device=config["training"]["device"],
         code=code_digest(
             "evaluation", "attacks", "perturbations", "metrics", "model", "architectures",
-            "inference", "external", "losses", "data",
+            "inference", "external", "losses", "data", "surface",
         ),
     log:
         f"{LOGS}/attack/{MODEL_DIR}/{{attack}}.log",

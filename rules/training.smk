@@ -63,8 +63,10 @@ rule evaluate_clean:
         conv_kernel=config["training"]["conv_kernel"],
         device=config["training"]["device"],
         inference=lambda wildcards: inference_settings(wildcards.model),
+        nsd_tolerance=config["metrics"]["nsd_tolerance_mm"],
         code=code_digest(
-            "evaluation", "model", "architectures", "inference", "external", "metrics", "data"
+            "evaluation", "model", "architectures", "inference", "external", "metrics", "data",
+            "surface",
         ),
     log:
         f"{LOGS}/evaluate_clean/{MODEL_DIR}.log",

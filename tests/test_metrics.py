@@ -10,12 +10,15 @@ from segrobust.labels import REGIONS, labels_to_classes
 from segrobust.metrics import (
     QUALITY_KEYS,
     RESULT_COLUMNS,
+    SURFACE_KEYS,
     dice,
     dice_regions,
     image_quality,
+    region_masks,
     result_rows,
     results_frame,
 )
+from segrobust.surface import surface_regions
 
 
 def random_classes(seed: int, shape=(16, 16, 16)) -> np.ndarray:
@@ -170,9 +173,10 @@ def test_result_rows_and_frame():
     clean, adv = perturbed_pair(0)
     pred, true = random_classes(0), random_classes(1)
     quality = image_quality(clean, adv)
+    surface = surface_regions(pred, true, (6.0, 6.0, 5.0), 2.0)
     rows = result_rows(
         model="unet", attack="fgsm", subject="s1", dice=dice_regions(pred, true), eps=0.05,
-        iteration=1, quality=quality, source_model="unet",
+        iteration=1, quality=quality, source_model="unet", surface=surface,
     )  # fmt: skip
     rows += result_rows(
         model="unet", attack="none", subject="s1", dice=dice_regions(true, true), eps=0.0,
@@ -184,6 +188,12 @@ def test_result_rows_and_frame():
     attacked = frame[frame.attack == "fgsm"]
     assert (attacked.psnr == quality["psnr"]).all() and attacked.severity.isna().all()
     assert frame[frame.attack == "none"][list(QUALITY_KEYS)].isna().all().all()
+    by_region = attacked.set_index("region")
+    for region, values in surface.items():
+        assert by_region.loc[region, "hd95"] == values["hd95"] > 0
+        assert by_region.loc[region, "nsd"] == values["nsd"] < 1
+    assert frame[frame.attack == "none"][list(SURFACE_KEYS)].isna().all().all()  # not given
+    assert (frame[list(SURFACE_KEYS)].dtypes == np.float64).all()
     assert frame.iteration.dtype == np.int64 and frame.eps.dtype == np.float64
     means = frame.groupby(["attack", "region"]).dice.mean()
     assert means[("none", "WT")] == 1.0 and means[("fgsm", "ET")] < 1.0
@@ -205,13 +215,33 @@ def test_results_frame_round_trips_through_csv(tmp_path):
         {"dice": {}},
         {"iteration": -1},
         {"quality": {"psnr": 30.0, "fid": 1.0}},
+        {"surface": {"TC": {"hd95": 1.0, "nsd": 1.0}}},
+        {"surface": {"WT": {"hd95": 1.0}}},
     ],
-    ids=["no regions", "iteration", "quality key"],
+    ids=["no regions", "iteration", "quality key", "surface region", "surface key"],
 )
 def test_result_rows_bad_input(kwargs):
     args = dict(model="m", attack="a", subject="s", dice={"WT": 1.0}, eps=0.0, iteration=0)
     with pytest.raises(ValueError):
         result_rows(**(args | kwargs))
+
+
+def test_results_frame_reads_tables_written_before_the_surface_columns():
+    """collect_results goes through results_frame: a table from before hd95/nsd gets NaN."""
+    row = result_rows(model="m", attack="a", subject="s", dice={"WT": 1.0}, eps=0.0, iteration=0)
+    old = {k: v for k, v in row[0].items() if k not in SURFACE_KEYS}
+    frame = results_frame([old])
+    assert list(frame.columns) == RESULT_COLUMNS and frame[list(SURFACE_KEYS)].isna().all().all()
+
+
+def test_region_masks_are_the_dice_regions():
+    pred, true = random_classes(4), random_classes(5)
+    masks = region_masks(pred, true)
+    assert list(masks) == list(REGIONS)
+    for name, (p, t) in masks.items():
+        assert p.dtype == bool and (p == np.isin(pred, REGIONS[name])).all()
+        assert (t == np.isin(true, REGIONS[name])).all()
+        assert dice_regions(pred, true)[name] == dice(p, t)
 
 
 def test_results_frame_bad_rows():

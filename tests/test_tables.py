@@ -281,3 +281,23 @@ def test_table2_options_and_errors(results):
         T.table2(results, n_boot=50, seed=0, eps=(0.0, 0.2))
     with pytest.raises(ValueError, match="reference_model"):
         T.table2(results, n_boot=50, seed=0, reference_model="nope")
+
+
+def test_tables_carry_mean_hd95_and_nsd_when_the_results_have_them(full_results, t1, t2):
+    assert not any(c.startswith(("hd95", "nsd")) for c in [*t1.numeric, *t2.numeric])
+    rng = np.random.default_rng(5)
+    df = full_results.assign(
+        hd95=rng.uniform(1, 30, len(full_results)), nsd=rng.random(len(full_results))
+    )
+    df.loc[(df["attack"] == "ifgsm") & (df["iteration"] == 5), ["hd95", "nsd"]] = np.nan
+    rows = [("fgsm", 0.05, None), ("ifgsm", 0.05, 10)]
+    first = T.table1(df, n_boot=200, seed=0, rows=rows).numeric
+    clean = S.select(df, {"model": "baseline", "attack": "none", "region": "TC"})
+    assert first.loc[0, "hd95_TC_mean"] == pytest.approx(clean["hd95"].mean())
+    ifgsm = S.select(df, {"model": "baseline", "attack": "ifgsm", "iteration": 10, "region": "ET"})
+    assert first.loc[2, "nsd_ET_mean"] == pytest.approx(ifgsm["nsd"].mean())
+    second = T.table2(df, n_boot=200, seed=0).numeric.set_index(["region", "model"])
+    where = {"model": "distill_T20", "attack": "fgsm", "eps": 0.1, "region": "WT"}
+    expected = S.select(df, where | {"source_model": "distill_T20"})["hd95"].mean()
+    assert second.loc[("WT", "distill_T20"), "hd95_eps0.1_mean"] == pytest.approx(expected)
+    assert {"hd95_eps0_mean", "nsd_eps0.05_mean"} <= set(second.columns)

@@ -231,6 +231,12 @@ def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
     assert set(worst["seed"].astype(str)) == {"1", "2", "all"}
     for model in models:
         assert (results / "figures" / "worst_case" / f"{model}.png").stat().st_size > 10_000
+    # HD95 / NSD on every row but the i-FGSM / ti-FGSM iterates Table 1 does not report
+    skipped = table["attack"].isin(["ifgsm", "tifgsm"]) & (table["iteration"] != 2)
+    assert table.loc[skipped, ["hd95", "nsd"]].isna().all().all() and skipped.any()
+    kept = table[~skipped]
+    assert (kept["hd95"] >= 0).all() and kept["nsd"].between(0, 1).all()
+    assert table1[[f"hd95_{r}_mean" for r in ("WT", "TC", "ET")]].notna().all().all()
     assert planned_jobs(snakemake(workdir, "-n", "--configfile", str(config))) == {}
 
 

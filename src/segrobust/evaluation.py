@@ -44,6 +44,7 @@ from segrobust.losses import segmentation_loss
 from segrobust.metrics import dice_regions, image_quality, result_rows, results_frame
 from segrobust.model import autocast, predict_classes
 from segrobust.perturbations import perturb
+from segrobust.surface import NSD_TOLERANCE_MM, surface_regions, voxel_spacing
 
 ATTACKS: tuple[str, ...] = (
     "fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "fgsm_T", "transfer_fgsm", "realistic",
@@ -83,8 +84,10 @@ def evaluate_clean(
     amp: bool = False,
     predictions_dir: str | Path | None = None,
     tags: Mapping[str, Any] | None = None,
+    nsd_tolerance: float = NSD_TOLERANCE_MM,
 ) -> pd.DataFrame:
-    """Dice per region of ``model`` on each subject's clean input (attack "none", ε = 0).
+    """Dice, HD95 and NSD per region of ``model`` on each subject's clean input (attack "none",
+    ε = 0); distances in mm on the subject's grid, NSD at ``nsd_tolerance`` mm.
 
     Predicted label maps go to ``predictions_dir/<subject>.nii.gz`` when it is given. ``tags``
     (``seed``, ``precision``, ``kernel``) are copied into every row.
@@ -96,10 +99,11 @@ def evaluate_clean(
             pred = predict_classes(model, _tensor(volume.image, device))[0].cpu().numpy()
         if predictions_dir is not None:
             save_nifti(pred, directory, Path(predictions_dir) / f"{volume.name}.nii.gz")
-        dice = dice_regions(pred, np.asarray(volume.label))
+        truth = np.asarray(volume.label)
+        surface = surface_regions(pred, truth, voxel_spacing(directory), nsd_tolerance)
         rows += result_rows(
-            model=model_name, attack="none", subject=volume.name, dice=dice, eps=0.0,
-            iteration=0, **(tags or {}),
+            model=model_name, attack="none", subject=volume.name, dice=dice_regions(pred, truth),
+            surface=surface, eps=0.0, iteration=0, **(tags or {}),
         )  # fmt: skip
     return results_frame(rows)
 
@@ -219,6 +223,7 @@ def evaluate_attack(
     source_name: str = "",
     examples_dir: str | Path | None = None,
     tags: Mapping[str, Any] | None = None,
+    nsd_tolerance: float = NSD_TOLERANCE_MM,
 ) -> pd.DataFrame:
     """Per-subject results of ``model`` under one attack family (module docstring).
 
@@ -228,8 +233,9 @@ def evaluate_attack(
     ``examples`` (``subjects`` and ``eps``) and, for i-FGSM / ti-FGSM, ``table1_iteration``.
     For the example subjects the adversarial input of each reported setting (one-step attacks:
     only at the listed ε; iterative ones: iterate ``table1_iteration``) and its prediction are
-    written to ``examples_dir`` as NIfTI. Other iterates get PSNR/RMSE/norms but no SSIM (its
-    cost). Clean inputs are not repeated here. ``seed`` drives the attacks' randomness;
+    written to ``examples_dir`` as NIfTI. Other iterates get Dice, PSNR/RMSE/norms but no SSIM,
+    HD95 or NSD (their cost). HD95 and NSD (at ``nsd_tolerance`` mm) are in mm on the subject's
+    grid. Clean inputs are not repeated here. ``seed`` drives the attacks' randomness;
     ``tags`` (``seed``: the model's training seed, ``precision``, ``kernel``) go into every row.
     """
     if attack not in ATTACKS:
@@ -242,7 +248,7 @@ def evaluate_attack(
     for first in range(0, len(dirs), settings["batch"]):
         rows += _evaluate_batch(
             attack, model, model_name, dirs[first : first + settings["batch"]], settings, device,
-            seed, amp, temperature, source,
+            seed, amp, temperature, source, nsd_tolerance,
             {"source_model": source_name if attack == "transfer_fgsm" else model_name,
              **(tags or {})},
             examples_dir,
@@ -261,6 +267,7 @@ def _evaluate_batch(
     amp: bool,
     temperature: float,
     source: nn.Module | None,
+    nsd_tolerance: float,
     tags: Mapping[str, Any],
     examples_dir: str | Path | None,
 ) -> list[dict]:
@@ -274,6 +281,7 @@ def _evaluate_batch(
         mask = torch.from_numpy(np.stack([np.load(d / "mask.npy") for d in dirs]))[:, None]
         mask = mask.to(device)
     seeds = [subject_seed(seed, v.name) for v in volumes]
+    spacings = [voxel_spacing(d) for d in dirs]
     examples, rows = settings["examples"], []
     with autocast(device, amp):
         for item in _attack_stream(attack, model, x, y, mask, settings, seeds, source,
@@ -287,11 +295,14 @@ def _evaluate_batch(
             listed = np.isnan(item.eps) or item.step > 1 or item.eps in examples["eps"]
             for i, (directory, volume) in enumerate(zip(dirs, volumes, strict=True)):
                 adv = item.x[i].float().cpu().numpy()
+                surface = None  # boundary metrics, like SSIM, only where the tables report
+                if reported:
+                    surface = surface_regions(preds[i], truth[i], spacings[i], nsd_tolerance)
                 rows += result_rows(
                     model=model_name, attack=item.kind, subject=volume.name,
-                    dice=dice_regions(preds[i], truth[i]), eps=item.eps, iteration=item.step,
-                    quality=image_quality(clean[i], adv, ssim=reported), severity=item.severity,
-                    **tags,
+                    dice=dice_regions(preds[i], truth[i]), surface=surface, eps=item.eps,
+                    iteration=item.step, quality=image_quality(clean[i], adv, ssim=reported),
+                    severity=item.severity, **tags,
                 )  # fmt: skip
                 if examples_dir and volume.name in examples["subjects"] and reported and listed:
                     stem = example_stem(examples_dir, volume.name, item)

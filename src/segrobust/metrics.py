@@ -3,6 +3,9 @@
 - **Dice** per BraTS region (WT, TC, ET: unions of network classes, ``labels.REGIONS``) between
   predicted and true class maps, with the BraTS convention that two empty masks score 1.0
   (never NaN) and an empty vs non-empty pair scores 0.0.
+- **HD95** (mm) and **NSD** (normalised surface Dice at tolerance τ mm) per region on the
+  preprocessed grid's voxel spacing: :mod:`segrobust.surface` (BraTS empty-mask conventions:
+  both empty → 0 mm / 1; one empty → 373.13 mm / 0).
 - **Image quality** of a perturbed input vs the clean one, relative to the attacks' intensity
   scale (:func:`segrobust.attacks.relative_scale`): per channel ``scale_c = max |clean_c|``.
   PSNR (dB, data_range = scale_c), SSIM (3D, scikit-image defaults: 7-voxel uniform window,
@@ -23,6 +26,8 @@ region); image-quality values repeat on the three region rows of an input:
   iterate k of an iterative attack);
 - ``severity``: level of a realistic perturbation (NaN for adversarial attacks);
 - ``subject``, ``region`` (WT/TC/ET), ``dice``;
+- ``hd95`` (mm), ``nsd`` (at ``metrics.nsd_tolerance_mm``): NaN when not computed, which is on
+  the iterates of i-FGSM / ti-FGSM other than the one Table 1 reports (as SSIM: their cost);
 - ``psnr``, ``ssim``, ``rmse``, ``linf``, ``l2`` (relative), ``linf_abs``, ``l2_abs``
   (absolute): NaN when not computed;
 - ``precision`` (fp32 or bf16) and ``kernel`` (:func:`segrobust.kernels.kernel_name`): what ran.
@@ -46,6 +51,8 @@ RESULT_COLUMNS: list[str] = [
     "subject",
     "region",
     "dice",
+    "hd95",
+    "nsd",
     "psnr",
     "ssim",
     "rmse",
@@ -59,6 +66,7 @@ RESULT_COLUMNS: list[str] = [
     "kernel",
 ]
 QUALITY_KEYS: tuple[str, ...] = ("psnr", "ssim", "rmse", "linf", "l2", "linf_abs", "l2_abs")
+SURFACE_KEYS: tuple[str, ...] = ("hd95", "nsd")
 
 
 def dice(pred: np.ndarray, true: np.ndarray) -> float:
@@ -81,24 +89,36 @@ def _check_classes(name: str, classes: np.ndarray) -> None:
         )
 
 
-def dice_regions(
+def region_masks(
     pred_classes: np.ndarray,
     true_classes: np.ndarray,
     regions: Mapping[str, tuple[int, ...]] = REGIONS,
-) -> dict[str, float]:
-    """Dice per region (default WT, TC, ET) between predicted and true class maps."""
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Boolean (predicted, true) masks per region (default WT, TC, ET) of two class maps."""
     if pred_classes.shape != true_classes.shape:
         raise ValueError(
             f"class maps differ in shape: {pred_classes.shape} vs {true_classes.shape}"
         )
     _check_classes("pred_classes", pred_classes)
     _check_classes("true_classes", true_classes)
-    scores = {}
+    masks = {}
     for name, classes in regions.items():
         in_region = np.zeros(N_CLASSES, dtype=bool)
         in_region[list(classes)] = True
-        scores[name] = dice(in_region[pred_classes], in_region[true_classes])
-    return scores
+        masks[name] = (in_region[pred_classes], in_region[true_classes])
+    return masks
+
+
+def dice_regions(
+    pred_classes: np.ndarray,
+    true_classes: np.ndarray,
+    regions: Mapping[str, tuple[int, ...]] = REGIONS,
+) -> dict[str, float]:
+    """Dice per region (default WT, TC, ET) between predicted and true class maps."""
+    return {
+        name: dice(pred, true)
+        for name, (pred, true) in region_masks(pred_classes, true_classes, regions).items()
+    }
 
 
 def intensity_scale(clean: np.ndarray) -> np.ndarray:
@@ -158,15 +178,26 @@ def result_rows(
     eps: float,
     iteration: int,
     quality: Mapping[str, float] | None = None,
+    surface: Mapping[str, Mapping[str, float]] | None = None,
     source_model: str = "",
     severity: float = math.nan,
     seed: int = 0,
     precision: str = "fp32",
     kernel: str = "",
 ) -> list[dict]:
-    """Rows of :data:`RESULT_COLUMNS` for one evaluated input: one per region in ``dice``."""
+    """Rows of :data:`RESULT_COLUMNS` for one evaluated input: one per region in ``dice``.
+
+    ``surface`` maps regions to their ``hd95`` and ``nsd`` (:func:`segrobust.surface.
+    surface_regions`); without it (or for a region it lacks) they are NaN.
+    """
     if not dice:
         raise ValueError("dice must hold at least one region")
+    surface = dict(surface or {})
+    if surface.keys() - dice.keys():
+        raise ValueError(f"surface has regions {sorted(surface.keys() - dice.keys())} not in dice")
+    for values in surface.values():
+        if set(values) != set(SURFACE_KEYS):
+            raise ValueError(f"surface values must have keys {SURFACE_KEYS}, got {sorted(values)}")
     if int(iteration) != iteration or iteration < 0:
         raise ValueError(f"iteration must be an integer >= 0, got {iteration}")
     quality = dict(quality or {})
@@ -186,7 +217,12 @@ def result_rows(
         "subject": subject,
         **{key: float(quality.get(key, math.nan)) for key in QUALITY_KEYS},
     }
-    return [{**shared, "region": region, "dice": float(d)} for region, d in dice.items()]
+    nan = dict.fromkeys(SURFACE_KEYS, math.nan)
+    return [
+        {**shared, "region": region, "dice": float(d)}
+        | {k: float(v) for k, v in surface.get(region, nan).items()}
+        for region, d in dice.items()
+    ]
 
 
 def results_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
@@ -202,5 +238,5 @@ def results_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
         raise ValueError(f"rows lack required values in {missing[missing].index.tolist()}")
     return frame.astype(
         {"iteration": "int64", "seed": "int64"}
-        | dict.fromkeys(["eps", "severity", "dice", *QUALITY_KEYS], "float64")
+        | dict.fromkeys(["eps", "severity", "dice", *SURFACE_KEYS, *QUALITY_KEYS], "float64")
     )

@@ -208,6 +208,7 @@ def table1(
             test = tests[(tests["condition"] == label) & (tests["region"] == region)]
             stat = _dice_cell(vals, test)
             num |= {f"dice_{region}_{k}": v for k, v in stat.items()}
+            num |= _surface_means(df, sel, region, f"_{region}")
             disp[f"Dice {region}"] = format_mean_sd(
                 stat["mean"], stat["sd"], DICE_DECIMALS, stat["significant"], stat["change"]
             )
@@ -307,6 +308,7 @@ def table2(
                 ]
                 stat = _dice_cell(vals, test)
                 num |= {f"dice_eps{e:g}_{k}": v for k, v in stat.items()}
+                num |= _surface_means(df, sel[m, e], region, f"_eps{e:g}")
                 disp[f"Dice ε={e:g}"] = format_mean_sd(
                     stat["mean"], stat["sd"], DICE_DECIMALS, stat["significant"], stat["change"]
                 )
@@ -338,6 +340,13 @@ def _dice_cell(values: pd.Series, test: pd.DataFrame) -> dict[str, Any]:
         "p_adj": test["p_adj"].iloc[0] if has_test else np.nan,
         "significant": bool(test["significant"].iloc[0]) if has_test else False,
     }
+
+
+def _surface_means(df: pd.DataFrame, sel: Selector, region: str, tag: str) -> dict[str, float]:
+    """Mean over subjects of HD95 (mm) and NSD, CSV only: ``hd95<tag>_mean``, ``nsd<tag>_mean``
+    (tables of results without these columns get none)."""
+    metrics = [m for m in ("hd95", "nsd") if m in df.columns]
+    return {f"{m}{tag}_mean": per_subject(df, sel, region, m).mean() for m in metrics}
 
 
 def _row_labels(selectors: Sequence[Selector]) -> list[str]:

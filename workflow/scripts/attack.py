@@ -43,6 +43,7 @@ results = evaluate_attack(
     source_name=snakemake.params.source_name,
     examples_dir=snakemake.output.examples,
     tags={"seed": int(snakemake.wildcards.seed), **provenance(device, amp, conv_kernel)},
+    nsd_tolerance=snakemake.params.nsd_tolerance,
 )
 Path(snakemake.output.examples).mkdir(parents=True, exist_ok=True)
 with atomic_path(snakemake.output.results) as tmp:

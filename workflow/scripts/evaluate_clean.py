@@ -27,6 +27,7 @@ results = evaluate_clean(
     amp=amp,
     predictions_dir=snakemake.output.predictions,
     tags={"seed": int(snakemake.wildcards.seed), **provenance(device, amp, conv_kernel)},
+    nsd_tolerance=snakemake.params.nsd_tolerance,
 )
 with atomic_path(snakemake.output.results) as tmp:
     results.to_csv(tmp, index=False)
