@@ -169,7 +169,8 @@ TINY = {
     "split": {"test_fraction": 0.34, "val_fraction": 0.1},
     "model": {"base_filters": 4, "depth": 3},
     "training": {"seeds": [1, 2], "epochs": 2, "distillation": {"temperatures": [20]},
-                 "adversarial": {"epsilons": [0.05]}},
+                 "adversarial": {"epsilons": [0.05]},
+                 "pgd_adversarial": {"epsilons": [0.05], "steps": 2}},
     "attacks": {
         "fgsm": {"epsilons": [0.03, 0.05, 0.1]},
         "fgsm_T": {"epsilons": [0.05]},
@@ -202,9 +203,9 @@ def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
     assert len(split) == 12 and set(split["split"]) == {"train", "val", "test"}
     assert len(list((results / "preprocessed").glob("*/image.npy"))) == 12
     table = pd.read_csv(results / "results.csv")
-    models = {"baseline", "distill_T20", "adv_eps0.05", "noise"}
+    models = {"baseline", "distill_T20", "adv_eps0.05", "pgdadv_eps0.05", "noise"}
     assert set(table["model"]) == models
-    assert (table.groupby("model")["seed"].unique().apply(sorted) == [[1, 2]] * 4).all()
+    assert (table.groupby("model")["seed"].unique().apply(sorted) == [[1, 2]] * 5).all()
     assert set(table["precision"]) == {"fp32"} and set(table["kernel"]) == {"onednn"}
     per_model = table.groupby("model")["attack"].unique().apply(set).to_dict()
     assert "fgsm_T" in per_model["distill_T20"] and "fgsm_T" not in per_model["baseline"]
@@ -266,7 +267,7 @@ def test_attack_config_change_replans_only_attacks_and_reports(tiny_run, tmp_pat
     assert set(jobs) == {
         "attack", "collect_results", "tables", "replicates", "summary", "figure", "all",
     }  # fmt: skip
-    assert jobs["attack"] == 8  # the fgsm sweep of each model and seed, nothing else
+    assert jobs["attack"] == 10  # the fgsm sweep of each model and seed, nothing else
 
 
 @pytest.mark.slow
@@ -292,8 +293,8 @@ def test_attack_code_edit_reruns_attacks_and_only_the_training_that_uses_it(tiny
     result = snakemake(workdir, "-n", "--configfile", str(config), env=env)
     jobs = planned_jobs(result)
     assert jobs["attack"] == len(list((workdir / "results" / "attacks").glob("*/seed*/*.csv")))
-    # the FGSM step of adversarial training and the noise step come from the attacks module
-    assert planned_models(result, "train_model") == {"adv_eps0.05", "noise"}
+    # the FGSM and PGD steps of adversarial training and the noise step come from the attacks module
+    assert planned_models(result, "train_model") == {"adv_eps0.05", "pgdadv_eps0.05", "noise"}
 
 
 @pytest.mark.slow
