@@ -26,6 +26,8 @@ training resumes from its checkpoint); models and logs are kept under ``<out>/mo
 processes may share ``<out>``: each variant is claimed by the first to start it (a process
 killed mid-training leaves ``models/<variant>/claimed``: delete it to resume). ``cpu_s`` is
 the training's CPU time in this process, ``cpu_s_per_epoch`` the same per epoch trained here.
+``--step-cost N`` instead times N training steps of the baseline, the reference FGSM
+training, its variants and PGD training on the same batches (CPU seconds per step; cheap).
 One thread, CPU::
 
     nice -n 10 python benchmarks/fgsm_training_ablation.py --results /tmp/ci1/results \\
@@ -37,16 +39,28 @@ import csv
 import logging
 import time
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from segrobust.data import read_split
+from segrobust import architectures
+from segrobust.data import open_volume, read_split
 from segrobust.evaluation import evaluate_attack, evaluate_clean
+from segrobust.kernels import set_conv_kernel
 from segrobust.labels import REGIONS
-from segrobust.model import load_model
-from segrobust.training import TrainSettings, load_checkpoint, train
+from segrobust.losses import segmentation_loss
+from segrobust.model import autocast, load_model
+from segrobust.training import (
+    StepContext,
+    TrainSettings,
+    epoch_batches,
+    load_checkpoint,
+    make_step,
+    train,
+)
 
 EPS = 0.05
 ATTACK = {  # the workflow's FGSM attack settings (schema defaults)
@@ -130,12 +144,44 @@ def report(out_csv: Path) -> str:
     return table.join(gain).join(cpu).loc[order].round(3).to_string()
 
 
+def step_cost(
+    todo: dict[str, TrainSettings], reference: dict[str, TrainSettings], dirs: list[Path], n: int
+) -> str:
+    """CPU seconds per training step of each strategy, on the same ``n`` batches."""
+    volumes = [open_volume(d) for d in dirs]
+    rows = {}
+    chosen = {**reference, **{k: todo[k] for k in ("train_mode", "accumulate_train", "pgd_k3")}}
+    for name, settings in chosen.items():
+        torch.manual_seed(0)
+        model = architectures.build(**settings.architecture, input_shape=volumes[0].image.shape[1:])
+        set_conv_kernel(model, settings.conv_kernel)
+        model.train()
+        ctx = StepContext(
+            torch.optim.Adam(model.parameters(), lr=settings.lr),
+            partial(segmentation_loss, variant=settings.loss_variant, gamma=settings.gamma),
+            partial(autocast, torch.device("cpu"), False),
+            torch.Generator().manual_seed(0),
+        )
+        step = make_step(settings)
+        batches = epoch_batches(volumes[: n + 1], 1, np.random.default_rng(0), True)
+        step(model, *next(batches)[:2], ctx)  # warm-up
+        began = time.process_time()
+        for image, label, _ in batches:
+            step(model, image, label, ctx)
+        rows[name] = (time.process_time() - began) / n
+    base = rows["baseline"]
+    return "\n".join(
+        f"{k:20s} {v:6.3f} CPU-s/step  {v / base:4.2f}x baseline" for k, v in rows.items()
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", type=Path, required=True, help="a finished demo run")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--variants", nargs="*", help="default: all, in order of priority")
+    parser.add_argument("--step-cost", type=int, default=0, metavar="N", help="time N steps only")
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -155,9 +201,13 @@ def main() -> None:
     settings = {}
     for name, path in reference.items():
         settings[name] = TrainSettings.from_dict(load_model(path)[1]["settings"])
+    todo = variants(settings[f"fgsm_eps{EPS:g}"], settings["baseline"])
+    if args.step_cost:
+        print(step_cost(todo, settings, train_dirs, args.step_cost))
+        return
+    for name, path in reference.items():
         if name not in done:
             append(out_csv, name, evaluate(path, test_dirs), 0.0, 0, asdict(settings[name]))
-    todo = variants(settings[f"fgsm_eps{EPS:g}"], settings["baseline"])
     for name in args.variants or list(todo):
         folder = out / "models" / name
         if name in finished(out_csv) or not claim(folder):
