@@ -26,8 +26,11 @@ training resumes from its checkpoint); models and logs are kept under ``<out>/mo
 processes may share ``<out>``: each variant is claimed by the first to start it (a process
 killed mid-training leaves ``models/<variant>/claimed``: delete it to resume). ``cpu_s`` is
 the training's CPU time in this process, ``cpu_s_per_epoch`` the same per epoch trained here.
-``--step-cost N`` instead times N training steps of the baseline, the reference FGSM
-training, its variants and PGD training on the same batches (CPU seconds per step; cheap).
+``--loss-check`` instead evaluates the reference models (and finished variants) under FGSM
+crafted with the evaluation's loss and with each model's own training loss (is the defence
+specific to the loss its examples were made with?). ``--step-cost N`` instead times N
+training steps of the baseline, the reference FGSM training, its variants and PGD training on
+the same batches (CPU seconds per step). Both are cheap.
 One thread, CPU::
 
     nice -n 10 python benchmarks/fgsm_training_ablation.py --results /tmp/ci1/results \\
@@ -93,13 +96,17 @@ def variants(fgsm: TrainSettings, baseline: TrainSettings) -> dict[str, TrainSet
     }
 
 
-def evaluate(model_path: Path, test_dirs: list[Path]) -> dict[str, tuple[float, float]]:
-    """(clean, FGSM ε) mean Dice per region over ``test_dirs``."""
+def evaluate(
+    model_path: Path, test_dirs: list[Path], loss: tuple[str, float] | None = None
+) -> dict[str, tuple[float, float]]:
+    """(clean, FGSM ε) mean Dice per region over ``test_dirs``; FGSM with the workflow's
+    attack loss, or ``loss`` = (variant, γ)."""
     model, _ = load_model(model_path)
     model.eval()
     device = torch.device("cpu")
     clean = evaluate_clean(model, "m", test_dirs, device)
-    attacked = evaluate_attack("fgsm", model, "m", test_dirs, ATTACK, device, seed=0)
+    settings = ATTACK if loss is None else {**ATTACK, "loss": loss[0], "gamma": loss[1]}
+    attacked = evaluate_attack("fgsm", model, "m", test_dirs, settings, device, seed=0)
     means = [frame.groupby("region")["dice"].mean() for frame in (clean, attacked)]
     return {r: (float(means[0][r]), float(means[1][r])) for r in REGIONS}
 
@@ -175,6 +182,19 @@ def step_cost(
     )
 
 
+def loss_check(models: dict[str, Path], test_dirs: list[Path]) -> str:
+    """FGSM Dice per region with the evaluation's attack loss and the model's training loss."""
+    lines = []
+    for name, path in models.items():
+        train_settings = load_model(path)[1]["settings"]
+        own = (train_settings["loss_variant"], train_settings["gamma"])
+        for label, loss in (("attack loss " + ATTACK["loss"], None), (f"training loss {own}", own)):
+            scores = evaluate(path, test_dirs, loss)
+            dice = "  ".join(f"{r} {scores[r][1]:.3f}" for r in REGIONS)
+            lines.append(f"{name:20s} FGSM {EPS:g}, {label:40s} {dice}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", type=Path, required=True, help="a finished demo run")
@@ -182,6 +202,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--variants", nargs="*", help="default: all, in order of priority")
     parser.add_argument("--step-cost", type=int, default=0, metavar="N", help="time N steps only")
+    parser.add_argument("--loss-check", action="store_true", help="FGSM with each training loss")
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -202,6 +223,11 @@ def main() -> None:
     for name, path in reference.items():
         settings[name] = TrainSettings.from_dict(load_model(path)[1]["settings"])
     todo = variants(settings[f"fgsm_eps{EPS:g}"], settings["baseline"])
+    if args.loss_check:
+        trained = {d.name: d / "model.pt" for d in sorted((out / "models").glob("*"))}
+        models = {**reference, **{k: v for k, v in trained.items() if v.exists()}}
+        print(loss_check(models, test_dirs))
+        return
     if args.step_cost:
         print(step_cost(todo, settings, train_dirs, args.step_cost))
         return
