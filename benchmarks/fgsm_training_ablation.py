@@ -28,9 +28,10 @@ killed mid-training leaves ``models/<variant>/claimed``: delete it to resume). `
 the training's CPU time in this process, ``cpu_s_per_epoch`` the same per epoch trained here.
 ``--loss-check`` instead evaluates the reference models (and finished variants) under FGSM
 crafted with the evaluation's loss and with each model's own training loss (is the defence
-specific to the loss its examples were made with?). ``--step-cost N`` instead times N
-training steps of the baseline, the reference FGSM training, its variants and PGD training on
-the same batches (CPU seconds per step). Both are cheap.
+specific to the loss its examples were made with?); with ``--loss-check-split train`` on the
+training subjects (does the training fit its own adversarial examples?). ``--step-cost N``
+instead times N training steps of the baseline, the reference FGSM training, its variants and
+PGD training on the same batches (CPU seconds per step). Both are cheap.
 One thread, CPU::
 
     nice -n 10 python benchmarks/fgsm_training_ablation.py --results /tmp/ci1/results \\
@@ -203,6 +204,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", help="default: all, in order of priority")
     parser.add_argument("--step-cost", type=int, default=0, metavar="N", help="time N steps only")
     parser.add_argument("--loss-check", action="store_true", help="FGSM with each training loss")
+    parser.add_argument("--loss-check-split", choices=["test", "train"], default="test")
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -226,7 +228,8 @@ def main() -> None:
     if args.loss_check:
         trained = {d.name: d / "model.pt" for d in sorted((out / "models").glob("*"))}
         models = {**reference, **{k: v for k, v in trained.items() if v.exists()}}
-        print(loss_check(models, test_dirs))
+        dirs = test_dirs if args.loss_check_split == "test" else train_dirs
+        print(loss_check(models, dirs))
         return
     if args.step_cost:
         print(step_cost(todo, settings, train_dirs, args.step_cost))
