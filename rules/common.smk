@@ -83,6 +83,7 @@ def _models():
     models = ["baseline"]
     models += [f"distill_T{fmt(t)}" for t in train["distillation"]["temperatures"]]
     models += [f"adv_eps{fmt(e)}" for e in train["adversarial"]["epsilons"]]
+    models += [f"pgdadv_eps{fmt(e)}" for e in train["pgd_adversarial"]["epsilons"]]
     models += ["noise"] if train["noise"]["enabled"] else []
     return [f"{arch}.{m}" if arch else m for arch in [None, *ARCHITECTURES] for m in models]
 
@@ -95,7 +96,9 @@ ARCHITECTURES = config["architectures"]
 EXTERNAL = {entry["name"]: entry for entry in config["external_models"]}
 TRAINED = _models()
 MODELS = TRAINED + list(EXTERNAL)
-_STRATEGY_NAMES = r"baseline|noise|(?:teacher|distill)_T[0-9.e+]+|adv_eps[0-9.e\-]+"
+_STRATEGY_NAMES = (
+    r"baseline|noise|(?:teacher|distill)_T[0-9.e+]+|adv_eps[0-9.e\-]+|pgdadv_eps[0-9.e\-]+"
+)
 _ARCH_PREFIX = rf"(?:(?:{'|'.join(map(re.escape, ARCHITECTURES))})\.)?" if ARCHITECTURES else ""
 TRAINED_PATTERN = rf"{_ARCH_PREFIX}(?:{_STRATEGY_NAMES})"
 EXTERNAL_PATTERN = "|".join(map(re.escape, EXTERNAL)) or "(?!)"
@@ -158,11 +161,12 @@ def parse_model(model):
             if fmt(value) != value:
                 raise ValueError(f"model {model!r}: write the temperature as {fmt(value)}")
             return strategy, float(value), 0.0
-    if model.startswith("adv_eps"):
-        value = model.removeprefix("adv_eps")
-        if fmt(value) != value:
-            raise ValueError(f"model {model!r}: write epsilon as {fmt(value)}")
-        return "adversarial", 1.0, float(value)
+    for prefix, strategy in (("adv_eps", "adversarial"), ("pgdadv_eps", "pgd_adversarial")):
+        if model.startswith(prefix):
+            value = model.removeprefix(prefix)
+            if fmt(value) != value:
+                raise ValueError(f"model {model!r}: write epsilon as {fmt(value)}")
+            return strategy, 1.0, float(value)
     return model, 1.0, 0.0
 
 
@@ -189,19 +193,27 @@ def train_settings(model, seed):
         for override in train["distillation"]["overrides"]:
             if float(override["temperature"]) == temperature:
                 settings.update({k: v for k, v in override.items() if k != "temperature"})
-    if strategy in ("adversarial", "noise"):
+    if strategy in ("adversarial", "pgd_adversarial", "noise"):
         settings["alpha"] = train["adversarial"]["alpha"]
         settings["update"] = train["adversarial"]["update"]
+    if strategy in ("adversarial", "pgd_adversarial"):
+        settings["example_mode"] = train["adversarial"]["example_mode"]
+    if strategy == "pgd_adversarial":
+        pgd = train["pgd_adversarial"]
+        settings["alpha"] = pgd["alpha"]
+        settings["pgd_steps"] = pgd["steps"]
+        settings["pgd_step_size"] = pgd["step_size"] * epsilon / pgd["steps"]
+        settings["random_start"] = pgd["random_start"]
     if strategy == "noise":
         settings["noise_radius"] = train["noise"]["radius"]
     return settings
 
 
 def training_code(wildcards):
-    """Digest of the code a model's training runs: the FGSM and noise steps come from the
+    """Digest of the code a model's training runs: the FGSM, PGD and noise steps come from the
     attacks module, so only adversarial and noise training re-run when it changes."""
     modules = ["training", "model", "architectures", "losses", "metrics", "data"]
-    if parse_model(wildcards.model)[0] in ("adversarial", "noise"):
+    if parse_model(wildcards.model)[0] in ("adversarial", "pgd_adversarial", "noise"):
         modules.append("attacks")
     return code_digest(*modules)
 

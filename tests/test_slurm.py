@@ -33,7 +33,8 @@ TINY = {
     "split": {"test_fraction": 0.25, "val_fraction": 0.1},
     "model": {"base_filters": 4, "depth": 3},
     "training": {"seeds": [1], "epochs": 3, "distillation": {"temperatures": []},
-                 "adversarial": {"epsilons": []}, "noise": {"enabled": False}},
+                 "adversarial": {"epsilons": []}, "pgd_adversarial": {"epsilons": []},
+                 "noise": {"enabled": False}},
     "resources": {"gpu": 0, "train_mem_mb": 1000, "train_runtime": 10},
 }  # fmt: skip
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+)")

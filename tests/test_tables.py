@@ -92,18 +92,21 @@ def test_format_p_like_paper(p, text):
 
 
 def test_labels_and_order():
-    models = ["noise", "adv_eps0.1", "distill_T500", "adv_eps0.01", "distill_T20", "other"]
+    models = ["noise", "adv_eps0.1", "pgdadv_eps0.05", "distill_T500", "adv_eps0.01",
+              "distill_T20", "other"]  # fmt: skip
     assert sorted(models, key=T.model_sort_key) == [
         "distill_T20",
         "distill_T500",
         "adv_eps0.01",
         "adv_eps0.1",
+        "pgdadv_eps0.05",
         "noise",
         "other",
     ]
     assert T.model_label("baseline") == "No Defense"
     assert T.model_label("distill_T20") == "Distillation (T=20)"
     assert T.model_label("adv_eps0.05") == "Adversarial Training (ε=0.05)"
+    assert T.model_label("pgdadv_eps0.05") == "PGD Adversarial Training (ε=0.05)"
     assert T.model_label("noise") == "Noise augmentation"
     assert T.attack_label("tifgsm") == "ti-FGSM"
 

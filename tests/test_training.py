@@ -1,6 +1,7 @@
 """Tests of the training loop: strategies, determinism, SIGKILL resumption, checkpoints, log."""
 
 import csv
+import json
 import math
 import os
 import re
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from segrobust.attacks import relative_scale
+from segrobust.attacks import fgsm, relative_scale
 from segrobust.labels import MODALITIES, labels_to_classes
 from segrobust.losses import segmentation_loss
 from segrobust.model import UNet3D, autocast, load_model
@@ -33,12 +34,14 @@ from segrobust.training import (
     load_checkpoint,
     noise_step,
     open_volume,
+    pgd_adversarial_step,
     train,
 )
 
 SHAPE = (16, 16, 16)
 NET = {"name": "UNet3D", "kwargs": {"base_filters": 4, "depth": 3}}
 TINY = {"architecture": NET, "lr": 3e-3, "epochs": 3}
+PGD = {"strategy": "pgd_adversarial", "epsilon": 0.05, "pgd_steps": 3, "pgd_step_size": 0.04}
 
 
 def write_subject(directory: Path, rng: np.random.Generator, grade: str) -> Path:
@@ -102,6 +105,15 @@ def assert_same_weights(a: dict, b: dict) -> None:
         ({"alpha": 1.5}, "alpha"),
         ({"strategy": "noise", "noise_radius": 0.0}, "noise_radius"),
         ({"update": "interleaved"}, "update"),
+        ({"example_mode": "test"}, "example_mode"),
+        ({"strategy": "pgd_adversarial", "pgd_steps": 3, "pgd_step_size": 0.02}, "epsilon"),
+        ({"strategy": "pgd_adversarial", "epsilon": 0.05, "pgd_step_size": 0.02}, "pgd_steps"),
+        ({"strategy": "pgd_adversarial", "epsilon": 0.05, "pgd_steps": 3}, "pgd_step_size"),
+        ({"strategy": "pgd_adversarial", "epsilon": 0.05, "pgd_steps": 1.5}, "pgd_steps"),
+        (PGD | {"pgd_step_size": -0.01}, "pgd_step_size"),
+        (PGD | {"random_start": 1}, "random_start"),
+        ({"pgd_steps": 3}, "pgd_steps"),  # not PGD training
+        ({"strategy": "adversarial", "epsilon": 0.05, "random_start": False}, "random_start"),
         ({"augment": "yes"}, "augment"),
         ({"amp": "fp16"}, "amp"),
         ({"conv_kernel": "im2col"}, "conv_kernel"),
@@ -199,7 +211,8 @@ def test_adversarial_step_uses_fgsm_input_at_the_budget(cohort, update):
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
 
 
-def test_accumulated_adversarial_update_is_the_gradient_of_the_weighted_loss(cohort):
+@pytest.mark.parametrize("example_mode", ["eval", "train"])  # no dropout: the same example
+def test_accumulated_adversarial_update_is_the_gradient_of_the_weighted_loss(cohort, example_mode):
     """SGD(lr=1): the update equals −∇θ[α·L(x) + (1 − α)·L(x_adv)], x_adv from the step."""
     torch.manual_seed(1)
     model = UNet3D(base_filters=4, depth=3, dropout=0.0)
@@ -210,7 +223,7 @@ def test_accumulated_adversarial_update_is_the_gradient_of_the_weighted_loss(coh
     result = adversarial_step(
         model, image, label,
         step_context(model, torch.optim.SGD(model.parameters(), lr=1.0)),
-        epsilon=0.05, alpha=alpha,
+        epsilon=0.05, alpha=alpha, example_mode=example_mode,
     )  # fmt: skip
     combined = alpha * segmentation_loss(reference(image), label, "with_background") + (
         1 - alpha
@@ -224,6 +237,78 @@ def test_accumulated_adversarial_update_is_the_gradient_of_the_weighted_loss(coh
     (g_x,) = torch.autograd.grad(segmentation_loss(reference(x), label, "with_background"), x)
     expected = image + 0.05 * relative_scale(image) * g_x.sign()
     assert torch.equal(result.perturbed, expected)
+
+
+def test_example_mode_decides_whether_dropout_shapes_the_example(cohort):
+    """With dropout, train-mode examples differ from eval-mode ones and from each other (new
+    masks); eval-mode examples are the attacks' FGSM; the model is left in train mode."""
+    image, label = batch(cohort)
+    examples = {}
+    for mode, seed in (("eval", 0), ("train", 0), ("train", 1)):
+        torch.manual_seed(0)
+        model = UNet3D(base_filters=4, depth=3, dropout=0.5).train()
+        ctx = step_context(model, torch.optim.SGD(model.parameters(), lr=0.0))
+        torch.manual_seed(seed)
+        examples[mode, seed] = adversarial_step(
+            model, image, label, ctx, epsilon=0.05, alpha=0.5, update="sequential",
+            example_mode=mode,
+        ).perturbed  # fmt: skip
+        assert model.training
+    reference = fgsm(model, image, label, partial(segmentation_loss, variant="with_background"),
+                     0.05)  # fmt: skip
+    assert torch.equal(examples["eval", 0], reference)
+    assert not torch.equal(examples["train", 0], examples["eval", 0])
+    assert not torch.equal(examples["train", 0], examples["train", 1])
+
+
+@pytest.mark.parametrize(
+    ("update", "example_mode"),
+    [("accumulate", "eval"), ("sequential", "eval"), ("accumulate", "train")],
+)
+def test_pgd_step_changes_the_weights_with_an_example_in_the_ball(cohort, update, example_mode):
+    image, label = batch(cohort)
+    torch.manual_seed(0)
+    model = UNet3D(base_filters=4, depth=3, dropout=0.3)
+    before = [p.detach().clone() for p in model.parameters()]
+    perturbed = []
+    for generator_seed in (3, 3, 4):
+        model.load_state_dict(dict(zip(model.state_dict(), before, strict=True)))
+        result = pgd_adversarial_step(
+            model, image, label, step_context(model, seed=generator_seed), epsilon=0.05,
+            step_size=2.5 * 0.05 / 3, steps=3, alpha=0.5, update=update, example_mode=example_mode,
+        )  # fmt: skip
+        perturbed.append(result.perturbed)
+        assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    bound = 0.05 * relative_scale(image)
+    distance = (perturbed[0] - image).abs()
+    assert (distance <= bound * (1 + 1e-5)).all()
+    # PGD moved off the uniform start (mean |δ| = ε/2) towards the boundary of the ball
+    on_boundary = (distance >= bound * (1 - 1e-5)).float().mean()
+    assert on_boundary > 0.2 and (distance / bound).mean() > 0.6, (on_boundary, distance.mean())
+    if example_mode == "eval":  # the random start comes from the step's generator
+        assert torch.equal(perturbed[0], perturbed[1])
+    assert not torch.equal(perturbed[0], perturbed[2])
+
+
+@pytest.mark.parametrize("update", ["accumulate", "sequential"])
+def test_one_pgd_step_of_size_eps_from_x_is_the_fgsm_step(cohort, update):
+    """Without random start, k = 1 and α = ε, PGD training is FGSM training (same weights)."""
+    image, label = batch(cohort, 3)
+    results, weights = [], []
+    for step, kwargs in (
+        (adversarial_step, {}),
+        (pgd_adversarial_step, {"step_size": 0.05, "steps": 1, "random_start": False}),
+    ):
+        torch.manual_seed(0)
+        model = UNet3D(base_filters=4, depth=3, dropout=0.3)
+        torch.manual_seed(1)  # the same dropout masks in the training passes
+        results.append(step(model, image, label, step_context(model), epsilon=0.05, alpha=0.3,
+                            update=update, **kwargs))  # fmt: skip
+        weights.append(model.state_dict())
+    torch.testing.assert_close(results[1].perturbed, results[0].perturbed, rtol=0, atol=1e-6)
+    for key in weights[0]:
+        torch.testing.assert_close(weights[1][key], weights[0][key], rtol=1e-5, atol=1e-6)
+    assert results[1].loss == pytest.approx(results[0].loss, rel=1e-5)
 
 
 def test_sequential_update_steps_on_the_perturbed_then_the_clean_batch(cohort):
@@ -312,6 +397,7 @@ def test_log_model_extra_and_checkpoint_after_completion(cohort, tmp_path):
         {"strategy": "distill_teacher", "temperature": 2.0},
         {"strategy": "adversarial", "epsilon": 0.05},
         {"strategy": "adversarial", "epsilon": 0.05, "update": "sequential"},
+        PGD,
         {"strategy": "noise"},
     ],
 )
@@ -370,22 +456,26 @@ def test_student_learns_the_teachers_soft_labels(cohort, tmp_path):
 # fault tolerance
 
 _CHILD = """
-import sys, torch
+import json, sys, torch
 torch.set_num_threads(1)
 from segrobust.training import TrainSettings, train
-NET = {"name": "UNet3D", "kwargs": {"base_filters": 4, "depth": 3}}
-settings = TrainSettings(strategy="noise", epochs=4, lr=3e-3, architecture=NET)
+settings = TrainSettings(**json.loads(sys.argv[4]))
 out = sys.argv[1]
 train(settings, sys.argv[2].split(","), sys.argv[3].split(","), out + "/model.pt",
       out + "/log.csv", out + "/ckpt.pt", device="cpu")
 """
 
 
-def test_resume_after_sigkill_gives_the_uninterrupted_weights(cohort, tmp_path):
-    settings = TrainSettings(strategy="noise", epochs=4, lr=3e-3, architecture=NET)
+@pytest.mark.parametrize(
+    "strategy",
+    [{"strategy": "noise"}, PGD | {"update": "sequential"}],  # random starts: seeded per epoch
+)
+def test_resume_after_sigkill_gives_the_uninterrupted_weights(cohort, tmp_path, strategy):
+    settings = TrainSettings(epochs=4, lr=3e-3, architecture=NET, **strategy)
     out = tmp_path / "killed"
     out.mkdir()
-    args = [sys.executable, "-c", _CHILD, str(out), *(",".join(map(str, c)) for c in cohort)]
+    args = [sys.executable, "-c", _CHILD, str(out), *(",".join(map(str, c)) for c in cohort),
+            json.dumps(asdict(settings))]  # fmt: skip
     child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not (out / "ckpt.pt").exists():

@@ -134,6 +134,10 @@ def test_replaced_raw_file_reruns_its_subject_and_a_bad_one_fails_on_the_console
         ({"seed": "abc"}, "abc"),
         ({"attacks": {"fgsm": {"epsilons": [-0.05]}}}, "-0.05"),
         ({"training": {"adversarial": {"epsilons": [-0.01]}}}, "-0.01"),
+        ({"training": {"adversarial": {"example_mode": "dropout"}}}, "dropout"),
+        ({"training": {"pgd_adversarial": {"steps": 0}}}, "steps"),
+        ({"training": {"pgd_adversarial": {"step_size": 0}}}, "step_size"),
+        ({"training": {"pgd_adversarial": {"epsilons": [1.5]}}}, "1.5"),
         ({"statistics": {"table1_iteration": 30}}, "statistics.table1_iteration = 30 exceeds"),
         ({"split": {"val_fraction": 0.01}}, "split.val_fraction = 0.01 puts none of the 60"),
         ({"data": {"source": "brats", "root": "/", "layout": "brats2019"}}, "brats2019"),
@@ -169,7 +173,8 @@ TINY = {
     "split": {"test_fraction": 0.34, "val_fraction": 0.1},
     "model": {"base_filters": 4, "depth": 3},
     "training": {"seeds": [1, 2], "epochs": 2, "distillation": {"temperatures": [20]},
-                 "adversarial": {"epsilons": [0.05]}},
+                 "adversarial": {"epsilons": [0.05]},
+                 "pgd_adversarial": {"epsilons": [0.05], "steps": 2}},
     "attacks": {
         "fgsm": {"epsilons": [0.03, 0.05, 0.1]},
         "fgsm_T": {"epsilons": [0.05]},
@@ -203,9 +208,9 @@ def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
     assert len(split) == 12 and set(split["split"]) == {"train", "val", "test"}
     assert len(list((results / "preprocessed").glob("*/image.npy"))) == 12
     table = pd.read_csv(results / "results.csv")
-    models = {"baseline", "distill_T20", "adv_eps0.05", "noise"}
+    models = {"baseline", "distill_T20", "adv_eps0.05", "pgdadv_eps0.05", "noise"}
     assert set(table["model"]) == models
-    assert (table.groupby("model")["seed"].unique().apply(sorted) == [[1, 2]] * 4).all()
+    assert (table.groupby("model")["seed"].unique().apply(sorted) == [[1, 2]] * 5).all()
     assert set(table["precision"]) == {"fp32"} and set(table["kernel"]) == {"onednn"}
     per_model = table.groupby("model")["attack"].unique().apply(set).to_dict()
     assert "fgsm_T" in per_model["distill_T20"] and "fgsm_T" not in per_model["baseline"]
@@ -226,7 +231,7 @@ def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
     assert {"random_sign", "pgd_large"} <= per_model["noise"]  # the audit's controls
     audit = pd.read_csv(results / "tables" / "audit.csv")
     assert set(audit["model"]) == models and set(audit["status"]) <= {"pass", "flag", "n.a."}
-    assert len(list((results / "audit").glob("*/seed*/gradients.csv"))) == 8
+    assert len(list((results / "audit").glob("*/seed*/gradients.csv"))) == 10
     worst = pd.read_csv(results / "tables" / "worst_case.csv")
     assert set(worst["seed"].astype(str)) == {"1", "2", "all"}
     for model in models:
@@ -284,8 +289,8 @@ def test_attack_config_change_replans_only_attacks_and_reports(tiny_run, tmp_pat
         "worst_case", "worst_case_figure", "all",
     }  # fmt: skip
     # the fgsm sweep of each model and seed and the random-sign control on the same ε, nothing else
-    assert jobs["attack"] == 16
-    assert planned_fields(result, "attack", r"wildcards: .*attack=(\w+)").count("random_sign") == 8
+    assert jobs["attack"] == 20
+    assert planned_fields(result, "attack", r"wildcards: .*attack=(\w+)").count("random_sign") == 10
 
 
 @pytest.mark.slow
@@ -311,8 +316,8 @@ def test_attack_code_edit_reruns_attacks_and_only_the_training_that_uses_it(tiny
     result = snakemake(workdir, "-n", "--configfile", str(config), env=env)
     jobs = planned_jobs(result)
     assert jobs["attack"] == len(list((workdir / "results" / "attacks").glob("*/seed*/*.csv")))
-    # the FGSM step of adversarial training and the noise step come from the attacks module
-    assert planned_models(result, "train_model") == {"adv_eps0.05", "noise"}
+    # the FGSM and PGD steps of adversarial training and the noise step come from the attacks module
+    assert planned_models(result, "train_model") == {"adv_eps0.05", "pgdadv_eps0.05", "noise"}
 
 
 @pytest.mark.slow

@@ -139,7 +139,11 @@ def test_dry_run_plans_the_teacher_of_each_architecture(tmp_path):
     config = write_config(
         tmp_path / "c.yaml",
         architectures={"basic": {"network": "BasicUNet", "kwargs": {"features": [8] * 6}}},
-        training={"adversarial": {"epsilons": []}, "noise": {"enabled": False}},
+        training={
+            "adversarial": {"epsilons": []},
+            "pgd_adversarial": {"epsilons": []},
+            "noise": {"enabled": False},
+        },
     )
     result = snakemake(tmp_path, "-n", "--configfile", str(config))
     assert planned_models(result, "train_model") == {

@@ -91,6 +91,7 @@ _FAMILIES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         (OKABE_ITO["orange"], OKABE_ITO["vermillion"], OKABE_ITO["purple"], "#8C510A"),
         "^",
     ),
+    (r"pgdadv_eps.+", ("#5E3C99", "#B2ABD2", "#2D004B"), "v"),
     (r"noise_?.*", ("#7F7F7F", "#B0B0B0"), "*"),
     (r".*", ("#6A3D9A", "#B15928", "#33A02C", "#FB9A99"), "D"),
 )
@@ -608,8 +609,11 @@ def figure3(df: pd.DataFrame, *, reference_model: str = "baseline", **kwargs: An
 
 
 def figure4(df: pd.DataFrame, *, reference_model: str = "baseline", **kwargs: Any) -> Figure:
-    """Paper's Fig. 4: adversarial training per training ε, plus noise augmentation (stars)."""
-    models = _family(df, r"adv_eps.+|noise_?.*", "adversarial training (adv_eps*)", reference_model)
+    """Paper's Fig. 4: adversarial training per training ε, plus noise augmentation (stars)
+    and, beyond the paper, PGD adversarial training (triangles down) where trained."""
+    models = _family(
+        df, r"(?:pgd)?adv_eps.+|noise_?.*", "adversarial training (adv_eps*)", reference_model
+    )
     if not any(m.startswith("adv_eps") for m in models):
         raise ValueError("no adversarial training models (adv_eps*) in the table")
     return dice_vs_eps(

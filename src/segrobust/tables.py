@@ -98,8 +98,8 @@ def model_label(model: str, reference_model: str = "baseline") -> str:
     """Display name of a model key in the paper's wording.
 
     ``baseline`` → ``No Defense``, ``distill_T20`` → ``Distillation (T=20)``,
-    ``adv_eps0.05`` → ``Adversarial Training (ε=0.05)``, ``noise`` → ``Noise augmentation``;
-    other keys are returned unchanged.
+    ``adv_eps0.05`` → ``Adversarial Training (ε=0.05)``, ``pgdadv_eps0.05`` → ``PGD Adversarial
+    Training (ε=0.05)``, ``noise`` → ``Noise augmentation``; other keys are returned unchanged.
     """
     if model == reference_model:
         return "No Defense"
@@ -107,20 +107,24 @@ def model_label(model: str, reference_model: str = "baseline") -> str:
         return f"Distillation (T={m[1]})"
     if m := re.fullmatch(r"adv_eps(.+)", model):
         return f"Adversarial Training (ε={m[1]})"
+    if m := re.fullmatch(r"pgdadv_eps(.+)", model):
+        return f"PGD Adversarial Training (ε={m[1]})"
     if m := re.fullmatch(r"noise_?(.*)", model):
         return "Noise augmentation" + (f" ({m[1]})" if m[1] else "")
     return model
 
 
 def model_sort_key(model: str) -> tuple[int, float, str]:
-    """Order of defences in Table 2: distillation by T, adversarial training by ε, noise, rest."""
-    for rank, pattern in enumerate((r"distill_T(.+)", r"adv_eps(.+)", r"noise_?(.*)")):
+    """Order of defences in Table 2: distillation by T, adversarial training (FGSM, then PGD)
+    by ε, noise, rest."""
+    patterns = (r"distill_T(.+)", r"adv_eps(.+)", r"pgdadv_eps(.+)", r"noise_?(.*)")
+    for rank, pattern in enumerate(patterns):
         if m := re.fullmatch(pattern, model):
             try:
                 return rank, float(m[1] or 0), model
             except ValueError:
                 return rank, np.inf, model
-    return 3, 0.0, model
+    return len(patterns), 0.0, model
 
 
 def _attack_sort_key(attack: str) -> tuple[int, str]:

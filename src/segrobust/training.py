@@ -13,22 +13,33 @@ Strategies (the supplement's defences; :func:`make_step` maps a name to a step f
   (34 MB per subject at 128³).
   The saved student is an ordinary network, evaluated and attacked at T = 1 (Papernot et al.).
 - ``adversarial``: FGSM adversarial training, L̃ = α·L(x) + (1 − α)·L(x + ε_abs·sign ∇ₓL(x)).
+- ``pgd_adversarial`` (beyond the paper; Madry et al. 2018): the same loss with x' the k-step
+  L∞ PGD example from a uniform random start in the ε ball, step α (relative like ε), projected
+  (:func:`segrobust.attacks.linf_iterates`). The random start is drawn from the epoch's
+  perturbation stream, so a resumed run reproduces it; without random start and k = 1, α = ε,
+  x' is the FGSM example.
 - ``noise``: the same two-pass scheme with x' = x + U(−r_abs, r_abs) (radius r = 0.01).
 
 ε and r are relative to the image: ε_abs = ε · max|x| per sample and channel
 (:func:`segrobust.attacks.relative_scale`), no clamp, whole volume (no brain mask).
 
-Two-pass updates (``update`` setting), adversarial and noise alike:
+Two-pass updates (``update`` setting), adversarial, PGD and noise alike:
 
 - ``accumulate`` (default): gradients of α·L(x) and (1 − α)·L(x') are accumulated and Adam
   takes one step, i.e. the exact gradient of L̃ (x' held fixed). The supplement splits L̃ into
-  two passes "due to memory limitations", which only changes memory, not the update; its
-  Discussion counts "forward and backward propagation twice for each batch": the clean pass
-  also yields ∇ₓL(x) for FGSM (model in train mode), so there are exactly two passes. Only
+  two passes "due to memory limitations", which only changes memory, not the update. Only
   here does α weigh the two losses as written: separate Adam steps largely undo a loss's scale.
 - ``sequential``: the literal order "train with the perturbed batch, then with the clean one":
-  one Adam step on (1 − α)·L(x'), then one on α·L(x); FGSM inputs come from
-  :func:`segrobust.attacks.fgsm` (eval mode) at the current weights (three passes).
+  one Adam step on (1 − α)·L(x'), then one on α·L(x).
+
+Adversarial examples (``example_mode`` setting) are crafted at the current weights with the
+network in ``eval`` mode (default: dropout off, the network that is deployed and attacked) or
+in ``train`` mode (dropout on, a fresh dropout mask per gradient). FGSM with ``accumulate`` in
+train mode reuses the clean pass's ∇ₓL(x), so a batch costs exactly the "forward and backward
+propagation twice" the supplement's Discussion counts; every other FGSM combination costs a
+third pass, PGD k more. Neither mode is an error: with eval mode the example targets the
+network that is evaluated, with train mode a random thinned network (weaker against the
+deployed one); benchmarks/fgsm_training_ablation.py measures the difference.
 
 Augmentation: per batch one of the 8 symmetries of the axial plane (rotations by multiples of
 90° within axial slices, flips, transposes), applied identically to image, label and teacher
@@ -62,7 +73,13 @@ import torch
 from torch import Tensor, nn
 
 from segrobust import architectures
-from segrobust.attacks import fgsm, relative_scale, sign_direction, uniform_start
+from segrobust.attacks import (
+    fgsm,
+    linf_iterates,
+    relative_scale,
+    sign_direction,
+    uniform_start,
+)
 from segrobust.data import Volume, open_volume
 from segrobust.fileio import atomic_path
 from segrobust.kernels import CONV_KERNELS, provenance, set_conv_kernel
@@ -86,10 +103,13 @@ STRATEGIES: tuple[str, ...] = (
     "distill_teacher",
     "distill_student",
     "adversarial",
+    "pgd_adversarial",
     "noise",
 )
 DISTILLATION: tuple[str, ...] = ("distill_teacher", "distill_student")
+ADVERSARIAL: tuple[str, ...] = ("adversarial", "pgd_adversarial")
 UPDATES: tuple[str, ...] = ("accumulate", "sequential")
+EXAMPLE_MODES: tuple[str, ...] = ("eval", "train")
 AXIAL_AXES: tuple[int, int] = (-3, -2)
 LOG_COLUMNS: tuple[str, ...] = (
     "epoch",
@@ -112,8 +132,11 @@ class TrainSettings:
 
     ``epochs`` and ``lr`` are final values (per-T overrides are resolved by the caller).
     ``temperature`` applies to the distillation strategies only (else it must be 1),
-    ``epsilon`` to ``adversarial`` only (else 0); ``alpha`` weighs the clean loss and
-    ``update`` chooses the two-pass scheme of ``adversarial`` and ``noise`` (module docstring).
+    ``epsilon`` to ``adversarial`` and ``pgd_adversarial`` only (else 0); ``pgd_steps`` (k),
+    ``pgd_step_size`` (α, relative like ε) and ``random_start`` to ``pgd_adversarial`` only
+    (else 0, 0 and true); ``alpha`` weighs the clean loss, ``update`` chooses the two-pass
+    scheme of the adversarial strategies and ``noise``, ``example_mode`` the network mode
+    adversarial examples are crafted in (module docstring).
     ``amp``: "auto" = bf16 autocast on CUDA and on CPUs with native bf16, else float32; "on" =
     bf16 everywhere; "off". ``conv_kernel``: what runs float32 CPU convolutions
     (:mod:`segrobust.kernels`). ``architecture``: the network, ``{name, kwargs}``
@@ -132,6 +155,10 @@ class TrainSettings:
     alpha: float = 0.5
     noise_radius: float = 0.01
     update: str = "accumulate"
+    example_mode: str = "eval"
+    pgd_steps: int = 0
+    pgd_step_size: float = 0.0
+    random_start: bool = True
     augment: bool = True
     amp: str = "auto"
     conv_kernel: str = "onednn"
@@ -150,16 +177,18 @@ class TrainSettings:
         _check_real("temperature", self.temperature, "> 0", self.temperature > 0)
         if self.strategy not in DISTILLATION and self.temperature != 1:
             _invalid("temperature", self.temperature, f"must be 1 for strategy {self.strategy!r}")
-        adversarial = self.strategy == "adversarial"
+        adversarial = self.strategy in ADVERSARIAL
         _check_real("epsilon", self.epsilon, ">= 0", self.epsilon >= 0)
         if adversarial != (self.epsilon > 0):
-            need = "> 0 for strategy 'adversarial'" if adversarial else "0 unless adversarial"
+            need = f"> 0 for strategy {self.strategy!r}" if adversarial else "0 unless adversarial"
             _invalid("epsilon", self.epsilon, f"must be {need}")
+        self._check_pgd()
         _check_real("alpha", self.alpha, "in [0, 1]", 0 <= self.alpha <= 1)
         _check_real("noise_radius", self.noise_radius, ">= 0", self.noise_radius >= 0)
         if self.strategy == "noise" and self.noise_radius == 0:
             _invalid("noise_radius", self.noise_radius, "must be > 0 for strategy 'noise'")
         _check_choice("update", self.update, UPDATES)
+        _check_choice("example_mode", self.example_mode, EXAMPLE_MODES)
         if not isinstance(self.augment, bool):
             _invalid("augment", self.augment, "must be true or false")
         _check_choice("amp", self.amp, AMP_MODES)
@@ -168,6 +197,19 @@ class TrainSettings:
         if not isinstance(arch, Mapping) or set(arch) != {"name", "kwargs"}:
             _invalid("architecture", arch, "must be a mapping {name, kwargs}")
         _check_choice("architecture name", arch["name"], architectures.NAMES)
+
+    def _check_pgd(self) -> None:
+        pgd = self.strategy == "pgd_adversarial"
+        _check_int("pgd_steps", self.pgd_steps, 1 if pgd else 0)
+        _check_real("pgd_step_size", self.pgd_step_size, ">= 0", self.pgd_step_size >= 0)
+        if not isinstance(self.random_start, bool):
+            _invalid("random_start", self.random_start, "must be true or false")
+        if pgd and self.pgd_step_size == 0:
+            _invalid("pgd_step_size", 0, "must be > 0 for strategy 'pgd_adversarial'")
+        if not pgd:
+            for name, default in (("pgd_steps", 0), ("pgd_step_size", 0), ("random_start", True)):
+                if getattr(self, name) != default:
+                    _invalid(name, getattr(self, name), f"must be {default} unless pgd_adversarial")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainSettings":
@@ -342,6 +384,40 @@ def _sequential_updates(
     return StepResult((1 - alpha) * losses[0] + alpha * losses[1], perturbed)
 
 
+class _TrainModeView(nn.Module):
+    """``model`` seen by an attack with dropout left on: the attacks switch their model to
+    eval mode for the gradient (and restore it afterwards); this view ignores both calls."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def train(self, mode: bool = True) -> "_TrainModeView":
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+def _attacked(model: nn.Module, example_mode: str) -> nn.Module:
+    _check_choice("example_mode", example_mode, EXAMPLE_MODES)
+    return model if example_mode == "eval" else _TrainModeView(model.train())
+
+
+def _two_pass(
+    model: nn.Module,
+    image: Tensor,
+    x_adv: Tensor,
+    target: Tensor,
+    ctx: StepContext,
+    alpha: float,
+    update: str,
+) -> StepResult:
+    if update == "sequential":
+        return _sequential_updates(model, image, x_adv, target, ctx, alpha)
+    return _accumulated_update(model, image, target, ctx, alpha, lambda _: x_adv, input_grad=False)
+
+
 def adversarial_step(
     model: nn.Module,
     image: Tensor,
@@ -351,19 +427,48 @@ def adversarial_step(
     epsilon: float,
     alpha: float,
     update: str = "accumulate",
+    example_mode: str = "eval",
 ) -> StepResult:
-    """FGSM adversarial training step; ``perturbed`` = x + ε·max|x|·sign ∇ₓL(x)."""
+    """FGSM adversarial training step; ``perturbed`` = x + ε·max|x|·sign ∇ₓL(x), the gradient
+    taken in ``example_mode`` at the current weights."""
     _check_choice("update", update, UPDATES)
-    if update == "sequential":
-        with ctx.amp():
-            x_adv = fgsm(model, image, target, ctx.loss, epsilon)
-        return _sequential_updates(model, image, x_adv, target, ctx, alpha)
-    budget = epsilon * relative_scale(image)
-    return _accumulated_update(
-        model, image, target, ctx, alpha,
-        lambda grad: image + budget * sign_direction(grad, None, descend=False),
-        input_grad=True,
-    )  # fmt: skip
+    if update == "accumulate" and example_mode == "train":  # ∇ₓ from the clean pass
+        budget = epsilon * relative_scale(image)
+        return _accumulated_update(
+            model, image, target, ctx, alpha,
+            lambda grad: image + budget * sign_direction(grad, None, descend=False),
+            input_grad=True,
+        )  # fmt: skip
+    with ctx.amp():
+        x_adv = fgsm(_attacked(model, example_mode), image, target, ctx.loss, epsilon)
+    return _two_pass(model, image, x_adv, target, ctx, alpha, update)
+
+
+def pgd_adversarial_step(
+    model: nn.Module,
+    image: Tensor,
+    target: Tensor,
+    ctx: StepContext,
+    *,
+    epsilon: float,
+    step_size: float,
+    steps: int,
+    alpha: float,
+    random_start: bool = True,
+    update: str = "accumulate",
+    example_mode: str = "eval",
+) -> StepResult:
+    """PGD adversarial training step (Madry et al. 2018); ``perturbed`` = the k-step L∞ PGD
+    example (ε, α = ``step_size`` relative to max|x|) from a uniform start drawn from
+    ``ctx.generator`` (from x itself without ``random_start``), crafted in ``example_mode``."""
+    _check_choice("update", update, UPDATES)
+    generator = ctx.generator if random_start else None
+    with ctx.amp():
+        *_, last = linf_iterates(
+            _attacked(model, example_mode), image, target, ctx.loss, epsilon, step_size, steps,
+            generator=generator, evaluate_last=False,
+        )  # fmt: skip
+    return _two_pass(model, image, last.x_adv, target, ctx, alpha, update)
 
 
 def noise_step(
@@ -379,21 +484,25 @@ def noise_step(
     """Uniform-noise augmentation step; ``perturbed`` = x + U(−r, r)·max|x| (ctx.generator)."""
     _check_choice("update", update, UPDATES)
     noisy = uniform_start(image, radius * relative_scale(image), ctx.generator, None)
-    if update == "sequential":
-        return _sequential_updates(model, image, noisy, target, ctx, alpha)
-    return _accumulated_update(model, image, target, ctx, alpha, lambda _: noisy, input_grad=False)
+    return _two_pass(model, image, noisy, target, ctx, alpha, update)
 
 
 def make_step(settings: TrainSettings) -> Step:
     """The step function of ``settings.strategy``."""
+    common = {"alpha": settings.alpha, "update": settings.update}
     if settings.strategy == "adversarial":
         return partial(
-            adversarial_step, epsilon=settings.epsilon, alpha=settings.alpha, update=settings.update
-        )
-    if settings.strategy == "noise":
+            adversarial_step, epsilon=settings.epsilon, example_mode=settings.example_mode,
+            **common,
+        )  # fmt: skip
+    if settings.strategy == "pgd_adversarial":
         return partial(
-            noise_step, radius=settings.noise_radius, alpha=settings.alpha, update=settings.update
-        )
+            pgd_adversarial_step, epsilon=settings.epsilon, step_size=settings.pgd_step_size,
+            steps=settings.pgd_steps, random_start=settings.random_start,
+            example_mode=settings.example_mode, **common,
+        )  # fmt: skip
+    if settings.strategy == "noise":
+        return partial(noise_step, radius=settings.noise_radius, **common)
     return clean_step
 
 

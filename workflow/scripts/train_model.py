@@ -1,4 +1,4 @@
-"""Train one model (baseline, distillation teacher/student, adversarial, noise)."""
+"""Train one model (baseline, distillation teacher/student, FGSM or PGD adversarial, noise)."""
 
 from pathlib import Path
 
