@@ -25,7 +25,7 @@ def snakemake(
 ) -> subprocess.CompletedProcess:
     """Run the project's Snakefile with ``workdir`` as working directory (``env``: added)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir)]
-    result = subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=900,
+    result = subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=2400,
                             env={**os.environ, **(env or {})})  # fmt: skip
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {args} failed:\n{result.stdout}\n{result.stderr}")
@@ -193,7 +193,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """The whole DAG on a tiny synthetic config (about 3 minutes on 2 cores)."""
+    """The whole DAG on a tiny synthetic config (6 models × 2 seeds, every attack family)."""
     workdir = tmp_path_factory.mktemp("tiny")
     config = write_config(workdir / "c.yaml", **TINY)
     snakemake(workdir, "--cores", "2", "--configfile", str(config))
