@@ -57,8 +57,8 @@ from segrobust.kernels import set_conv_kernel
 from segrobust.labels import REGIONS
 from segrobust.losses import segmentation_loss
 from segrobust.model import autocast, load_model
+from segrobust.strategies import StepContext
 from segrobust.training import (
-    StepContext,
     TrainSettings,
     epoch_batches,
     load_checkpoint,
@@ -71,6 +71,7 @@ ATTACK = {  # the workflow's FGSM attack settings (schema defaults)
     "loss": "paper",
     "gamma": 1e-5,
     "mask": False,
+    "batch": 4,
     "eval_batch": 1,
     "fgsm": {"epsilons": [EPS]},
     "examples": {"eps": [], "subjects": []},

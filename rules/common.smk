@@ -212,7 +212,7 @@ def train_settings(model, seed):
 def training_code(wildcards):
     """Digest of the code a model's training runs: the FGSM, PGD and noise steps come from the
     attacks module, so only adversarial and noise training re-run when it changes."""
-    modules = ["training", "model", "architectures", "losses", "metrics", "data"]
+    modules = ["training", "strategies", "model", "architectures", "losses", "metrics", "data"]
     if parse_model(wildcards.model)[0] in ("adversarial", "pgd_adversarial", "noise"):
         modules.append("attacks")
     return code_digest(*modules)

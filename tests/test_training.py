@@ -22,19 +22,16 @@ from segrobust.labels import MODALITIES, labels_to_classes
 from segrobust.losses import segmentation_loss
 from segrobust.model import UNet3D, autocast, load_model
 from segrobust.preprocessing import brain_mask, standardise
+from segrobust.strategies import StepContext, adversarial_step, noise_step, pgd_adversarial_step
 from segrobust.synthetic import make_subject
 from segrobust.training import (
     LOG_COLUMNS,
     CheckpointError,
-    StepContext,
     TrainSettings,
-    adversarial_step,
     augment,
     epoch_line,
     load_checkpoint,
-    noise_step,
     open_volume,
-    pgd_adversarial_step,
     train,
 )
 
