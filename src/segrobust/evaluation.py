@@ -1,9 +1,10 @@
 """Run models over test subjects: clean inputs, attacks and realistic perturbations.
 
 Every function returns rows of the one long-format results table
-(:data:`segrobust.metrics.RESULT_COLUMNS`). An attack family turns one clean volume into a
-stream of :class:`segrobust.attacks.Iterate` (adversarial inputs with the logits the attack
-already computed where it could); :func:`evaluate_stream` scores each of them the same way.
+(:data:`segrobust.metrics.RESULT_COLUMNS`). An attack family turns a batch of clean volumes
+(``attacks.batch`` test subjects, each with its own random seed) into a stream of perturbed
+batches (with the logits the attack already computed where it could); :func:`evaluate_attack`
+scores every volume of each the same way.
 
 Attack families (``ATTACKS``), with their config keys under ``attacks:``:
 
