@@ -3,6 +3,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -96,3 +97,67 @@ def brats_tree(tmp_path: Path) -> Path:
         grade = "HGG" if i < 3 else "LGG"
         write_brats_subject(root, f"Brats17_T{i:02d}_1", grade, seed=i)
     return root
+
+
+REGIONS = ("WT", "TC", "ET")
+N_SUBJECTS = 12
+# Long-format results for the statistics and tables tests. Mean Dice drop per (model, attack,
+# eps); baseline drops a lot, defended models little.
+DROPS = {
+    "baseline": {0.05: 0.25, 0.1: 0.35},
+    "distill_T20": {0.05: 0.05, 0.1: 0.08},
+    "adv_eps0.05": {0.05: 0.25, 0.1: 0.35},  # as bad as the baseline: no asterisk expected
+}
+
+
+def _rows(model, attack, eps, iteration, dice, quality=np.nan, source=None):
+    """Long-format rows of one condition: ``dice[region]`` arrays over subjects."""
+    subjects = [f"s{i:02d}" for i in range(N_SUBJECTS)]
+    return [
+        {
+            "model": model,
+            "attack": attack,
+            "eps": eps,
+            "iteration": iteration,
+            "subject": subj,
+            "region": region,
+            "dice": dice[region][i],
+            "psnr": quality if np.isscalar(quality) else quality[i],
+            "ssim": np.nan if np.isscalar(quality) else 1 - eps * 5,
+            "rmse": np.nan if np.isscalar(quality) else eps,
+            "linf": eps,
+            "l2": eps * 10,
+            "source_model": ("" if attack == "none" else model) if source is None else source,
+            "severity": np.nan,
+        }
+        for region in REGIONS
+        for i, subj in enumerate(subjects)
+    ]
+
+
+@pytest.fixture(scope="module")
+def results() -> pd.DataFrame:
+    """12 subjects, 3 regions, baseline + two defences, FGSM at 0/0.05/0.1, i-FGSM, ti-FGSM."""
+    rng = np.random.default_rng(42)
+    clean = {r: rng.uniform(0.7, 0.9, N_SUBJECTS) for r in REGIONS}
+    rows = []
+    for model, drops in DROPS.items():
+        rows += _rows(model, "none", 0.0, 0, clean)
+        for eps, drop in drops.items():
+            attacked = {r: clean[r] - drop + rng.normal(0, 0.01, N_SUBJECTS) for r in REGIONS}
+            rows += _rows(model, "fgsm", eps, 1, attacked, 30 - 100 * eps + rng.normal(0, 1, 12))
+    for attack, drop in (("ifgsm", 0.4), ("tifgsm", 0.3)):
+        for it in (1, 5, 10):
+            attacked = {r: clean[r] - drop * it / 10 + rng.normal(0, 0.01, 12) for r in REGIONS}
+            rows += _rows("baseline", attack, 0.05, it, attacked, 28 + rng.normal(0, 1, 12))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def full_results(results) -> pd.DataFrame:
+    """``results`` plus a transfer attack (crafted on another model) and a realistic
+    perturbation (eps NaN): neither belongs in the white-box tables."""
+    shifted = {r: np.full(N_SUBJECTS, 0.5) for r in REGIONS}
+    extra = _rows("baseline", "fgsm", 0.05, 1, shifted, 29.0, source="distill_T20")
+    extra += _rows("baseline", "motion", np.nan, 0, shifted, 33.0, source="")
+    return pd.concat([results, pd.DataFrame(extra)], ignore_index=True)
