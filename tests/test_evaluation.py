@@ -93,3 +93,24 @@ def test_attack_changes_predictions_and_saves_examples(model, subjects, tmp_path
 def test_unknown_attack_is_refused(model, subjects):
     with pytest.raises(ValueError, match="unknown attack 'fgs'"):
         run("fgs", model, subjects, 1)
+
+
+GRADIENT_FAMILIES = ["fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "pgd_large"]
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+def test_traced_model_survives_every_family_in_both_precisions(model, subjects, amp):
+    """A TorchScript trace is differentiated after scoring forwards: under bf16 autocast an
+    inference-mode forward in between used to fail inside the TorchScript interpreter."""
+    traced = torch.jit.trace(model.eval(), torch.randn(1, 4, 16, 16, 16))
+    for attack in GRADIENT_FAMILIES:
+        got = evaluate_attack(
+            attack, traced, "m", subjects, settings(2), torch.device("cpu"), 7, amp=amp,
+            tags={"seed": 1},
+        )  # fmt: skip
+        eager = evaluate_attack(
+            attack, model, "m", subjects, settings(2), torch.device("cpu"), 7, amp=amp,
+            tags={"seed": 1},
+        )  # fmt: skip
+        assert np.isfinite(got["dice"]).all(), attack
+        np.testing.assert_allclose(got["linf"], eager["linf"], rtol=1e-4, err_msg=attack)

@@ -22,7 +22,7 @@ Conventions (shared with :mod:`segrobust.metrics`):
   its parameters frozen (``requires_grad`` off, so no backward pass computes a weight gradient
   nobody asked for: 1.6× cheaper input gradients), both restored afterwards, and differentiate
   w.r.t. the input only (``torch.autograd.grad``). Forwards used only for
-  evaluation run under ``torch.inference_mode()``. For bf16, wrap the call in
+  evaluation run under ``torch.no_grad()`` (:func:`forward_only`). For bf16, wrap the call in
   ``segrobust.model.autocast(device, True)``; losses should compute in float32.
 - **Reuse.** :func:`fgsm_sweep` takes one gradient for all ε; the iterative attacks are
   generators yielding every iterate with the logits of the forward that the next gradient needed
@@ -172,7 +172,7 @@ def input_gradient(
     model: nn.Module, x: Tensor, target: Tensor, objective: Objective, step: int = 0
 ) -> tuple[Tensor, Tensor]:
     """Gradient of Σ_samples objective w.r.t. the input only, and the (detached) logits at x."""
-    x = x.detach().clone().requires_grad_(True)  # clone: x may be an inference-mode tensor
+    x = x.detach().clone().requires_grad_(True)
     logits = model(x)
     (grad,) = torch.autograd.grad(objective(logits, target, step).sum(), x)
     return grad, logits.detach()
@@ -222,8 +222,12 @@ def uniform_start(x: Tensor, eps_abs: Tensor, generator: Generators, mask: Tenso
     return x + (noise if mask is None else noise * mask)
 
 
-@torch.inference_mode()
-def _logits(model: nn.Module, x: Tensor) -> Tensor:
+@torch.no_grad()
+def forward_only(model: nn.Module, x: Tensor) -> Tensor:
+    """``model(x)`` for scoring only, under ``no_grad`` rather than ``inference_mode``: a
+    TorchScript model whose profiling executor has seen a differentiated forward under bf16
+    autocast saves tensors for backward even in inference mode, and fails there ("Inference
+    tensors cannot be saved for backward"); ``no_grad`` costs the same here."""
     return model(x)
 
 
@@ -287,7 +291,7 @@ def _fgsm_sweep(
                 if k not in evaluated:
                     chunk = nonzero[nonzero.index(k) :][:eval_batch]
                     inputs = torch.cat([x + (epsilons[j] * scale) * direction for j in chunk])
-                    outputs = _logits(model, inputs).split(x.shape[0])
+                    outputs = forward_only(model, inputs).split(x.shape[0])
                     evaluated.update(zip(chunk, outputs, strict=True))
                 logits = evaluated.pop(k)
             yield Iterate(float(eps), 1, x_adv, logits)
@@ -339,7 +343,8 @@ def _linf_loop(
             yield Iterate(float(eps), k, x_adv, logits)
             x_adv = x_adv + alpha_abs * sign_direction(grad, mask, descend)
             x_adv = project_linf(x_adv, x, eps_abs)
-        yield Iterate(float(eps), steps, x_adv, _logits(model, x_adv) if evaluate_last else None)
+        logits = forward_only(model, x_adv) if evaluate_last else None
+        yield Iterate(float(eps), steps, x_adv, logits)
 
 
 def linf_iterates(

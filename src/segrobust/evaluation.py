@@ -289,8 +289,7 @@ def _evaluate_batch(
                                    temperature):  # fmt: skip
             logits = item.logits
             if logits is None:
-                with torch.inference_mode():
-                    logits = model(item.x)
+                logits = atk.forward_only(model, item.x)
             preds = logits.argmax(1).to(torch.uint8).cpu().numpy()
             reported = _is_reported(item, attack, settings)
             listed = np.isnan(item.eps) or item.step > 1 or item.eps in examples["eps"]

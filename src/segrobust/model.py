@@ -248,7 +248,7 @@ def use_amp(mode: str, device: torch.device) -> bool:
     return mode == "on" or (mode == "auto" and native)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: see segrobust.attacks.forward_only
 def predict_classes(model: nn.Module, image: Tensor) -> Tensor:
     """Argmax class map (B, D, H, W) uint8 of ``image``, with dropout off (eval mode).
 

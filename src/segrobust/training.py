@@ -351,7 +351,7 @@ def _to_device(t: Tensor, device: torch.device) -> Tensor:
     return t.to(device)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def teacher_logits(
     teacher: nn.Module, volumes: Sequence[Volume], device: torch.device, amp: bool
 ) -> list[np.ndarray]:
