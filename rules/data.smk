@@ -17,7 +17,7 @@ if config["data"]["source"] == "synthetic":
             root=lambda wildcards, output: Path(output[0]).parents[2],
             settings=config["data"]["synthetic"],
             seed=config["seed"],
-            code=code_digest("synthetic"),
+            code=code_digest("synthetic", "template_anatomy"),
         log:
             f"{LOGS}/synthesize_cohort.log",
         benchmark:
