@@ -1,12 +1,11 @@
 # Helpers for the rules: subject list, target lists, number formatting, code digests.
-import hashlib
 import re
 from pathlib import Path
 
 from snakemake.logging import logger
 
-import segrobust
 from segrobust import data as sr_data
+from segrobust import digests as sr_digests
 from segrobust import layouts as sr_layouts
 from segrobust import synthetic as sr_synthetic
 
@@ -14,16 +13,13 @@ R = config["results"]
 LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"
 ENV = "../envs/segrobust.yaml"
-CORE = Path(segrobust.__file__).parent
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 
 
-def code_digest(*modules):
-    """Digest of the core modules a job imports. Snakemake tracks a script's own code but not
-    the library behind it, so a change of the method re-runs exactly the jobs that use it."""
-    h = hashlib.sha256()
-    for name in sorted(set(modules) | {"labels", "fileio"}):
-        h.update((CORE / f"{name}.py").read_bytes())
-    return h.hexdigest()[:16]
+def code_digest(script):
+    """Digest of the package modules that workflow/scripts/<script>.py imports, transitively
+    (segrobust.digests): a change of the method re-runs exactly the jobs that use it."""
+    return sr_digests.code_digest(SCRIPTS / f"{script}.py")
 
 
 def _raw_subjects():
@@ -207,15 +203,6 @@ def train_settings(model, seed):
     if strategy == "noise":
         settings["noise_radius"] = train["noise"]["radius"]
     return settings
-
-
-def training_code(wildcards):
-    """Digest of the code a model's training runs: the FGSM, PGD and noise steps come from the
-    attacks module, so only adversarial and noise training re-run when it changes."""
-    modules = ["training", "strategies", "model", "architectures", "losses", "metrics", "data"]
-    if parse_model(wildcards.model)[0] in ("adversarial", "pgd_adversarial", "noise"):
-        modules.append("attacks")
-    return code_digest(*modules)
 
 
 def teacher_of(wildcards):

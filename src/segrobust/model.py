@@ -248,6 +248,18 @@ def use_amp(mode: str, device: torch.device) -> bool:
     return mode == "on" or (mode == "auto" and native)
 
 
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+
+
+def evaluation_amp(precision: str, device: torch.device) -> bool:
+    """Whether evaluation and attacks autocast to bf16 (config ``attacks.precision``): "fp32"
+    never, "bf16" always, "auto" as training's ``amp: auto``. Separate from training because
+    bf16 input gradients measurably weaken the attacks."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"attacks.precision must be one of {PRECISIONS}, got {precision!r}")
+    return use_amp({"fp32": "off", "bf16": "on", "auto": "auto"}[precision], device)
+
+
 @torch.no_grad()  # not inference_mode: see segrobust.attacks.forward_only
 def predict_classes(model: nn.Module, image: Tensor) -> Tensor:
     """Argmax class map (B, D, H, W) uint8 of ``image``, with dropout off (eval mode).
