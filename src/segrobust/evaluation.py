@@ -41,6 +41,7 @@ from torch import nn
 from segrobust import attacks as atk
 from segrobust.data import open_volume
 from segrobust.fileio import atomic_path
+from segrobust.inference import check_spacing
 from segrobust.labels import classes_to_labels, labels_to_classes
 from segrobust.losses import segmentation_loss
 from segrobust.metrics import dice_regions, image_quality, result_rows, results_frame
@@ -99,12 +100,14 @@ def evaluate_clean(
     rows = []
     for directory in map(Path, subject_dirs):
         volume = open_volume(directory)
+        spacing = voxel_spacing(directory)
+        check_spacing(model, spacing, volume.name)
         with autocast(device, amp):
             pred = predict_classes(model, _tensor(volume.image, device))[0].cpu().numpy()
         if predictions_dir is not None:
             save_nifti(pred, directory, Path(predictions_dir) / f"{volume.name}.nii.gz")
         truth = np.asarray(volume.label)
-        surface = surface_regions(pred, truth, voxel_spacing(directory), nsd_tolerance)
+        surface = surface_regions(pred, truth, spacing, nsd_tolerance)
         rows += result_rows(
             model=model_name, attack="none", subject=volume.name, dice=dice_regions(pred, truth),
             surface=surface, eps=0.0, iteration=0, **(tags or {}),
@@ -351,6 +354,8 @@ def _evaluate_batch(
         mask = mask.to(device)
     seeds = [subject_seed(seed, v.name) for v in volumes]
     spacings = [voxel_spacing(d) for d in dirs]
+    for volume, spacing in zip(volumes, spacings, strict=True):
+        check_spacing(model, spacing, volume.name)
     examples, rows = settings["examples"], []
     with autocast(device, amp):
         for item in _attack_stream(attack, model, x, y, mask, settings, seeds, source,

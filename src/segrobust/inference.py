@@ -17,6 +17,7 @@ differentiate through the whole pipeline, never window by window:
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 
 from segrobust.external import InputAdapter, output_adapter
@@ -69,10 +70,9 @@ def wrap(network: nn.Module, settings: Mapping[str, Any] | None = None) -> nn.Mo
     """
     settings = dict(settings or {})
     steps = []
-    if settings.get("modalities") is not None or settings.get("normalization", "none") != "none":
-        steps.append(
-            InputAdapter(settings.get("modalities"), settings.get("normalization", "none"))
-        )
+    normalization = settings.get("normalization") or "none"
+    if settings.get("modalities") is not None or normalization != "none":
+        steps.append(InputAdapter(settings.get("modalities"), normalization))
     if settings.get("roi_size") is not None:
         steps.append(SlidingWindow(
             network, settings["roi_size"], settings.get("overlap", 0.25),
@@ -82,4 +82,21 @@ def wrap(network: nn.Module, settings: Mapping[str, Any] | None = None) -> nn.Mo
         steps.append(network)
     if settings.get("output") is not None:
         steps.append(output_adapter(settings["output"]))
-    return steps[0] if len(steps) == 1 else nn.Sequential(*steps).eval()
+    if len(steps) == 1:
+        return steps[0]
+    pipeline = nn.Sequential(*steps).eval()
+    pipeline.voxel_spacing = getattr(network, "voxel_spacing", None)
+    return pipeline
+
+
+def check_spacing(model: nn.Module, spacing: Sequence[float], subject: str) -> None:
+    """ValueError unless ``subject``'s voxel spacing (mm) is the one ``model`` expects (its
+    ``voxel_spacing`` attribute; models without one take any grid): a network trained at a
+    fixed physical resolution (nnU-Net) would otherwise see the wrong one, silently."""
+    expected = getattr(model, "voxel_spacing", None)
+    if expected is not None and not np.allclose(spacing, expected, rtol=1e-3):
+        raise ValueError(
+            f"subject {subject}: voxel spacing {tuple(round(float(s), 4) for s in spacing)} mm "
+            f"differs from the {tuple(expected)} mm the model was trained at; choose "
+            "preprocess.shape so the preprocessed grid keeps that spacing"
+        )
