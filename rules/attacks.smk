@@ -22,7 +22,7 @@ rule attack:
         device=config["training"]["device"],
         code=code_digest(
             "evaluation", "attacks", "perturbations", "metrics", "model", "architectures",
-            "inference", "external", "losses", "data", "surface",
+            "inference", "external", "losses", "data", "surface", "nnunet", "bundles",
         ),
     log:
         f"{LOGS}/attack/{MODEL_DIR}/{{attack}}.log",

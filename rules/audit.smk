@@ -16,7 +16,7 @@ rule audit_gradients:
         device=config["training"]["device"],
         code=code_digest(
             "gradient_stats", "attacks", "losses", "model", "architectures", "inference",
-            "external", "data",
+            "external", "data", "surface", "nnunet", "bundles",
         ),
     log:
         f"{LOGS}/audit_gradients/{MODEL_DIR}.log",

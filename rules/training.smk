@@ -36,12 +36,12 @@ rule import_external:
     wildcard_constraints:
         model=EXTERNAL_PATTERN,
     input:
-        checkpoint=lambda wildcards: EXTERNAL[wildcards.model]["checkpoint"],
+        unpack(external_files),
     output:
         model=f"{R}/models/{{model}}/seed0/model.pt",
     params:
-        architecture=lambda wildcards: architecture(wildcards.model),
-        code=code_digest("external", "architectures", "model"),
+        entry=lambda wildcards: EXTERNAL[wildcards.model],
+        code=code_digest("external", "architectures", "model", "nnunet", "bundles", "labels"),
     log:
         f"{LOGS}/import_external/{{model}}.log",
     conda:
@@ -66,7 +66,7 @@ rule evaluate_clean:
         nsd_tolerance=config["metrics"]["nsd_tolerance_mm"],
         code=code_digest(
             "evaluation", "model", "architectures", "inference", "external", "metrics", "data",
-            "surface",
+            "surface", "nnunet", "bundles",
         ),
     log:
         f"{LOGS}/evaluate_clean/{MODEL_DIR}.log",
