@@ -72,8 +72,10 @@ def _plain(value: Any, key: str) -> Any:
     """Plain data (dicts, lists, scalars) of a resolved config; expressions stay as a marker."""
     if hasattr(value, "get_config") and not hasattr(value, "evaluate"):  # a ConfigComponent
         value = value.get_config()
-    if hasattr(value, "evaluate") or (isinstance(value, str) and value[:1] in "$%"):
-        return Expression(f"{key}: {value}")
+    if hasattr(value, "evaluate"):  # a ConfigExpression
+        value = str(value.get_config())
+    if isinstance(value, str) and value[:1] in ("$", "%"):
+        return Expression(f"{key}: {value!r}")
     if isinstance(value, Mapping):
         return {k: _plain(v, f"{key}::{k}") for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -88,7 +90,7 @@ class Expression(str):
 def _target(name: Any, key: str) -> str:
     """The full name of an allowed ``_target_`` (a class of monai.networks or torch.nn)."""
     if not isinstance(name, str) or isinstance(name, Expression):
-        raise ValueError(f"bundle key {key}: _target_ {name!r} is not a class name; refused")
+        raise ValueError(f"bundle key {key}: {name!r} is not a class name; refused")
     candidates = [name] if "." in name else [f"{m}.{name}" for m in SHORT_NAMES]
     for full in candidates:
         if not full.startswith(TARGET_PREFIXES):
@@ -101,7 +103,7 @@ def _target(name: Any, key: str) -> str:
         if isinstance(found, type) and issubclass(found, nn.Module):
             return f"{found.__module__}.{found.__qualname__}"
     raise ValueError(
-        f"bundle key {key}: _target_ {name!r} is not a network class of monai.networks or "
+        f"bundle key {key}: {name!r} is not a network class of monai.networks or "
         "torch.nn; segrobust instantiates nothing else from a bundle"
     )
 
