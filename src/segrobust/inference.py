@@ -14,6 +14,7 @@ differentiate through the whole pipeline, never window by window:
    channels; :func:`segrobust.external.output_adapter`).
 """
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ import numpy as np
 from torch import Tensor, nn
 
 from segrobust.external import InputAdapter, output_adapter
+
+logger = logging.getLogger(__name__)
 
 BLEND_MODES: tuple[str, ...] = ("constant", "gaussian")
 
@@ -89,14 +92,22 @@ def wrap(network: nn.Module, settings: Mapping[str, Any] | None = None) -> nn.Mo
     return pipeline
 
 
+SPACING_TOLERANCE = 0.05  # relative; beyond it a fixed-resolution model sees another scale
+
+
 def check_spacing(model: nn.Module, spacing: Sequence[float], subject: str) -> None:
-    """ValueError unless ``subject``'s voxel spacing (mm) is the one ``model`` expects (its
-    ``voxel_spacing`` attribute; models without one take any grid): a network trained at a
-    fixed physical resolution (nnU-Net) would otherwise see the wrong one, silently."""
+    """Check ``subject``'s voxel spacing (mm) against the one ``model`` was trained at (its
+    ``voxel_spacing`` attribute; models without one take any grid). nnU-Net resamples to it;
+    segrobust does not, so a grid more than :data:`SPACING_TOLERANCE` off is refused
+    (ValueError naming ``preprocess.shape``) and any difference is logged: BraTS' 155 slices
+    at 1 mm, for one, fit no network depth's divisibility, and 160 slices are 3 % finer."""
     expected = getattr(model, "voxel_spacing", None)
-    if expected is not None and not np.allclose(spacing, expected, rtol=1e-3):
-        raise ValueError(
-            f"subject {subject}: voxel spacing {tuple(round(float(s), 4) for s in spacing)} mm "
-            f"differs from the {tuple(expected)} mm the model was trained at; choose "
-            "preprocess.shape so the preprocessed grid keeps that spacing"
-        )
+    if expected is None or np.allclose(spacing, expected, rtol=1e-3):
+        return
+    message = (
+        f"subject {subject}: voxel spacing {tuple(round(float(s), 4) for s in spacing)} mm, "
+        f"the model was trained at {tuple(expected)} mm"
+    )
+    if not np.allclose(spacing, expected, rtol=SPACING_TOLERANCE):
+        raise ValueError(f"{message}; choose preprocess.shape so the grid keeps that spacing")
+    logger.warning("%s (within %g %%, not resampled)", message, 100 * SPACING_TOLERANCE)
