@@ -74,7 +74,7 @@ def main() -> None:
         data_root = Path(tmp) / "Brats17"
         start = time.perf_counter()
         write_cohort(data_root, args.subjects, (16, 16, 16), (1.0, 1.0, 1.0),
-                     BRATS17_LGG_FRACTION, seed=0)  # fmt: skip
+                     BRATS17_LGG_FRACTION, seed=0, anatomy="phantom")  # fmt: skip
         print(f"fake tree: {args.subjects} subjects in {time.perf_counter() - start:.1f} s")
         runs = [timed_dry_run(data_root, Path(tmp) / "work") for _ in range(args.repeats)]
     seconds = [s for s, _ in runs]

@@ -27,6 +27,10 @@ def _raw_subjects():
     """The cohort's subjects (segrobust.data.Subject) from the configured data source."""
     if config["data"]["source"] == "synthetic":
         syn = config["data"]["synthetic"]
+        try:
+            sr_synthetic.check_anatomy(syn["anatomy"], syn["shape"], syn["spacing"])
+        except ValueError as error:
+            raise ValueError(f"data.synthetic (anatomy: {syn['anatomy']}): {error}") from None
         root = Path(R) / "raw" / "synthetic"
         plan = sr_synthetic.cohort_plan(syn["n_subjects"], syn["lgg_fraction"])
         return [

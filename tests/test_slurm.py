@@ -28,7 +28,7 @@ from segrobust.model import load_model
 TESTBED = ROOT / "slurm" / "testbed"
 TARGET = "results/evaluation/baseline/seed1/clean.csv"
 TINY = {
-    "data": {"synthetic": {"n_subjects": 8, "shape": [32, 32, 32]}},
+    "data": {"synthetic": {"n_subjects": 8, "shape": [32, 32, 32], "spacing": [6.0, 6.0, 5.0]}},
     "preprocess": {"shape": [16, 16, 16]},
     "split": {"test_fraction": 0.25, "val_fraction": 0.1},
     "model": {"base_filters": 4, "depth": 3},

@@ -1,13 +1,16 @@
 """Tests of the synthetic BraTS-like cohort generator."""
 
+import logging
 import time
 
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
+from conftest import ROOT
 
 from segrobust.labels import MODALITIES
-from segrobust.synthetic import cohort_plan, make_subject, subject_grade, write_cohort
+from segrobust.synthetic import ANATOMIES, cohort_plan, make_subject, subject_grade, write_cohort
 
 SHAPE = (40, 40, 36)
 SPACING = (1.2, 1.2, 1.5)
@@ -43,9 +46,9 @@ def _files(root):
 
 def test_same_seed_gives_byte_identical_files(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    ids = write_cohort(a, 2, (24, 24, 20), SPACING, 0.5, seed=7)
+    ids = write_cohort(a, 2, (24, 24, 20), SPACING, 0.5, seed=7, anatomy="phantom")
     time.sleep(1.1)  # a gzip header holding the time would now differ
-    assert write_cohort(b, 2, (24, 24, 20), SPACING, 0.5, seed=7) == ids
+    assert write_cohort(b, 2, (24, 24, 20), SPACING, 0.5, seed=7, anatomy="phantom") == ids
     assert _files(a) == _files(b) and len(_files(a)) == 10
     for rel in _files(a):
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
@@ -58,7 +61,7 @@ def test_different_seed_gives_different_data():
 
 
 def test_layout_dtypes_affine_and_prefix_stability(tmp_path):
-    ids = write_cohort(tmp_path, 4, (24, 24, 20), SPACING, 0.25, seed=0)
+    ids = write_cohort(tmp_path, 4, (24, 24, 20), SPACING, 0.25, seed=0, anatomy="phantom")
     assert ids == [f"Brats17_SYN{i:03d}_1" for i in range(1, 5)]
     assert [subject_grade(i, 0.25) for i in range(4)] == ["HGG", "HGG", "HGG", "LGG"]
     assert cohort_plan(4, 0.25) == [(sid, subject_grade(i, 0.25)) for i, sid in enumerate(ids)]
@@ -85,7 +88,7 @@ def test_layout_dtypes_affine_and_prefix_stability(tmp_path):
         }
     # Subject i does not depend on how many subjects are written.
     small = tmp_path.parent / (tmp_path.name + "_small")
-    write_cohort(small, 2, (24, 24, 20), SPACING, 0.25, seed=0)
+    write_cohort(small, 2, (24, 24, 20), SPACING, 0.25, seed=0, anatomy="phantom")
     rel = "HGG/Brats17_SYN002_1/Brats17_SYN002_1_flair.nii.gz"
     assert (small / rel).read_bytes() == (tmp_path / rel).read_bytes()
 
@@ -202,6 +205,8 @@ def test_make_subject_validates(kwargs, match):
         ({"lgg_fraction": 1.5}, "lgg_fraction"),
         ({"lgg_fraction": -0.1}, "lgg_fraction"),
         ({"seed": -1}, "seed"),
+        ({"anatomy": "atlas"}, "anatomy must be one of"),
+        ({"anatomy": "template"}, "field of view"),  # 16 mm cannot hold a brain
     ],
 )
 def test_write_cohort_validates(tmp_path, kwargs, match):
@@ -211,7 +216,30 @@ def test_write_cohort_validates(tmp_path, kwargs, match):
         "spacing": (1.0, 1.0, 1.0),
         "lgg_fraction": 0.2,
         "seed": 0,
+        "anatomy": "phantom",
     } | kwargs
     with pytest.raises(ValueError, match=match):
         write_cohort(tmp_path / "out", **args)
     assert not (tmp_path / "out").exists()
+
+
+def test_phantom_cohort_holds_make_subject_data_and_logs_its_cost(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="segrobust")
+    write_cohort(tmp_path, 2, (24, 24, 20), SPACING, 0.0, seed=9, anatomy="phantom")
+    images, labels = make_subject(np.random.default_rng([9, 1]), (24, 24, 20), "HGG")
+    folder = tmp_path / "HGG" / "Brats17_SYN002_1"
+    for m in MODALITIES:
+        data = np.asanyarray(nib.load(folder / f"Brats17_SYN002_1_{m}.nii.gz").dataobj)
+        assert np.array_equal(data, images[m]), m
+    assert np.array_equal(np.asanyarray(nib.load(folder / "Brats17_SYN002_1_seg.nii.gz").dataobj),
+                          labels)  # fmt: skip
+    costs = [r.getMessage() for r in caplog.records if "CPU s" in r.getMessage()]
+    assert len(costs) == 2 and costs[1].startswith("Brats17_SYN002_1 (HGG, phantom): ")
+
+
+def test_schema_lists_the_anatomies_and_the_demo_uses_the_template():
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    synthetic = schema["properties"]["data"]["properties"]["synthetic"]["properties"]
+    assert synthetic["anatomy"]["enum"] == list(ANATOMIES)
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    assert config["data"]["synthetic"]["anatomy"] == synthetic["anatomy"]["default"] == "template"

@@ -213,6 +213,7 @@ def test_replaced_raw_file_reruns_its_subject_and_a_bad_one_fails_on_the_console
         ({"statistics": {"table1_iteration": 30}}, "statistics.table1_iteration = 30 exceeds"),
         ({"split": {"val_fraction": 0.01}}, "split.val_fraction = 0.01 puts none of the 60"),
         ({"data": {"source": "brats", "root": "/", "layout": "brats2019"}}, "brats2019"),
+        ({"data": {"synthetic": {"shape": [32, 32, 32]}}}, "data.synthetic (anatomy: template)"),
     ],
 )
 def test_bad_config_stops_with_the_key_named(tmp_path, sections, message):
@@ -240,7 +241,7 @@ def _checksums(root: Path) -> dict[str, str]:
 
 
 TINY = {
-    "data": {"synthetic": {"n_subjects": 12, "shape": [32, 32, 32]}},
+    "data": {"synthetic": {"n_subjects": 12, "shape": [32, 32, 32], "spacing": [6.0, 6.0, 5.0]}},
     "preprocess": {"shape": [16, 16, 16]},
     "split": {"test_fraction": 0.34, "val_fraction": 0.1},
     "model": {"base_filters": 4, "depth": 3},

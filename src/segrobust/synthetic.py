@@ -16,7 +16,11 @@ All coordinates are normalised to [-1, 1] per array axis, so a subject looks the
 ITK-written BraTS files).
 """
 
+import logging
 import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -25,6 +29,8 @@ from scipy.spatial.transform import Rotation
 
 from segrobust.fileio import atomic_dir
 from segrobust.labels import MODALITIES
+
+log = logging.getLogger(__name__)
 
 GRADES: tuple[str, ...] = ("HGG", "LGG")
 TISSUES: tuple[str, ...] = ("wm", "gm", "csf", "ed", "ncr", "et")
@@ -303,7 +309,29 @@ def make_subject(
         tumour["ncr"],
         tumour["et"],
     ]
+    images = render(rng, fractions, normal, brain, grade, bias_strength, noise)
+    return images, labels
 
+
+def render(
+    rng: np.random.Generator,
+    fractions: list[np.ndarray],
+    normal: np.ndarray,
+    brain: np.ndarray,
+    grade: str,
+    bias_strength: float,
+    noise: float,
+) -> dict[str, np.ndarray]:
+    """The four MR images of a subject from its tissue fractions (order TISSUES).
+
+    Each voxel mixes the tissues' mean intensities by their fractions (partial volume), with a
+    smooth texture per tissue and per-subject contrast jitter; T1ce gets enhancing vessels in
+    normal tissue (``normal`` > 0.5); each modality a smooth multiplicative bias field, Rician
+    noise in the ``brain`` mask and a random scale. Images are int16, zero exactly outside the
+    brain, >= 1 inside.
+    """
+    shape = brain.shape
+    width = 2 / float(np.mean(shape))  # one voxel in normalised coordinates (the vessels')
     means = _tissue_means(rng, grade)
     textures = _correlated_fields(rng, shape, 16, len(MODALITIES), rho=0.5)
     tumour_textures = _correlated_fields(rng, shape, 10, len(MODALITIES), rho=0.5)
@@ -325,7 +353,7 @@ def make_subject(
         image = np.zeros(shape, np.int16)
         image[brain] = np.clip(np.rint(inside * scales[m]), 1, np.iinfo(np.int16).max)
         images[modality] = image
-    return images, labels
+    return images
 
 
 def _affine(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> np.ndarray:
@@ -363,6 +391,49 @@ def cohort_plan(n_subjects: int, lgg_fraction: float) -> list[tuple[str, str]]:
     ]
 
 
+def _phantom_subject(rng, shape, spacing, grade, bias_strength, noise):
+    """The phantom anatomy (:func:`make_subject`); it fills any field of view (``spacing``
+    unused)."""
+    return make_subject(rng, shape, grade, bias_strength, noise)
+
+
+def _template_subject(rng, shape, spacing, grade, bias_strength, noise):
+    """The template anatomy (:mod:`segrobust.template_anatomy`, which imports this module)."""
+    from segrobust.template_anatomy import make_template_subject
+
+    return make_template_subject(rng, shape, spacing, grade, bias_strength, noise)
+
+
+def _check_template_field_of_view(shape, spacing) -> None:
+    from segrobust.template_anatomy import check_field_of_view
+
+    check_field_of_view(shape, spacing)
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """How subjects of one anatomy are drawn: ``make(rng, shape, spacing, grade, bias_strength,
+    noise)`` gives (images, labels); ``check(shape, spacing)`` raises ValueError when that field
+    of view cannot hold the anatomy."""
+
+    make: Callable
+    check: Callable
+
+
+# The anatomies of the synthetic cohort (config data.synthetic.anatomy).
+ANATOMIES: dict[str, Anatomy] = {
+    "template": Anatomy(_template_subject, _check_template_field_of_view),
+    "phantom": Anatomy(_phantom_subject, lambda shape, spacing: None),
+}
+
+
+def check_anatomy(anatomy: str, shape, spacing) -> None:
+    """Raise ValueError for an unknown ``anatomy`` or a field of view that cannot hold it."""
+    if anatomy not in ANATOMIES:
+        raise ValueError(f"anatomy must be one of {list(ANATOMIES)}, got {anatomy!r}")
+    ANATOMIES[anatomy].check(shape, spacing)
+
+
 def write_cohort(
     root: str | os.PathLike,
     n_subjects: int,
@@ -372,13 +443,15 @@ def write_cohort(
     seed: int,
     bias_strength: float = 0.2,
     noise: float = 0.04,
+    anatomy: str = "template",
 ) -> list[str]:
     """Write a synthetic cohort in the BraTS 2017 layout and return the subject ids.
 
     Files: ``<root>/{HGG,LGG}/Brats17_SYN<NNN>_1/Brats17_SYN<NNN>_1_{t1,t1ce,t2,flair,seg}.nii.gz``.
     Subject i is drawn from ``np.random.default_rng([seed, i])``, so it does not depend on how many
     subjects are written; the same seed gives byte-identical files. Each subject directory is
-    written atomically. ``bias_strength`` and ``noise`` are passed to ``make_subject``.
+    written atomically. ``anatomy`` is a key of ANATOMIES; ``bias_strength`` and ``noise`` are
+    passed to its generator. Logs each subject's generation cost (CPU seconds of this process).
     """
     if int(n_subjects) != n_subjects or n_subjects < 1:
         raise ValueError(f"n_subjects must be an integer >= 1, got {n_subjects!r}")
@@ -389,15 +462,19 @@ def write_cohort(
         raise ValueError(f"lgg_fraction must be in [0, 1], got {lgg_fraction!r}")
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_anatomy(anatomy, shape, spacing)
 
+    make = ANATOMIES[anatomy].make
     affine = _affine(shape, spacing)
     ids = []
     for i, (subject, grade) in enumerate(cohort_plan(int(n_subjects), lgg_fraction)):
+        start = time.process_time()
         rng = np.random.default_rng([int(seed), i])
-        images, labels = make_subject(rng, shape, grade, bias_strength, noise)
+        images, labels = make(rng, shape, spacing, grade, bias_strength, noise)
         with atomic_dir(Path(root) / grade / subject) as tmp:
             for modality, data in images.items():
                 _save(data, affine, tmp / f"{subject}_{modality}.nii.gz")
             _save(labels, affine, tmp / f"{subject}_seg.nii.gz")
+        log.info("%s (%s, %s): %.2f CPU s", subject, grade, anatomy, time.process_time() - start)
         ids.append(subject)
     return ids
