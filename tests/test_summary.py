@@ -36,7 +36,7 @@ def test_summary_shows_the_primary_table_verdicts_and_the_planner():
     # the planner's line: seeds for Δ = 0.03 from the components averaged over the defences
     parts = Components(*primary[["var_seed", "var_subject", "var_resid"]].mean())
     k = seeds_needed(parts, 0.03, n_subjects=12, alpha=0.025)
-    assert f"to detect Δ = 0.03 (statistics.minimal_effect) with 80% power" in text
+    assert "to detect Δ = 0.03 (statistics.minimal_effect) with 80% power" in text
     assert f": {k} seeds per model with 12 test subjects;" in text
     assert "Exploratory (not verdicts): 6 comparisons" in text
 
