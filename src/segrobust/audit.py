@@ -172,7 +172,7 @@ def _decide(model, seed, comp: DiceComparison, tol: float, alpha: float) -> dict
 
 
 def _setting(names, setting) -> str:
-    """"ε = 0.05, ET" for an (eps, region) setting; a step's own label."""
+    """Label of a setting: "ε = 0.05, ET" for (eps, region); a step's own label."""
     values = setting if isinstance(setting, tuple) else (setting,)
     return ", ".join(
         f"ε = {v:g}" if n == "eps" else str(v) for n, v in zip(names, values, strict=True)
@@ -229,8 +229,9 @@ def dice_comparisons(rows: pd.DataFrame, model: str) -> list[DiceComparison | No
     transfer = rows[(rows["attack"] == "transfer_fgsm") & (rows["source_model"] != model)]
     if "fgsm" in present and not transfer.empty:
         source = ", ".join(sorted(transfer["source_model"].astype(str).unique()))
+        what = f"transfer from {source}"
         out.append(DiceComparison("b_whitebox_vs_transfer", "fgsm", by_attack["fgsm"],
-                                  _subjects(transfer, ["eps"]), f"transfer from {source}"))
+                                  _subjects(transfer, ["eps"]), what))  # fmt: skip
     else:
         why = "the transfer source itself" if transfer.empty else "fgsm not run"
         out.append(("b_whitebox_vs_transfer", "fgsm", why))
