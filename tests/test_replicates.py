@@ -23,18 +23,22 @@ def _results(
     seed_sd: float = 0.01,
     noise_sd: float = 0.01,
     clean_gains: dict[str, float] | None = None,
+    shared_seed_sd: float = 0.0,
     rng_seed: int = 0,
 ) -> pd.DataFrame:
     """Baseline and defences (``gains``: Dice added under PGD ε = 0.05; ``clean_gains``: on
-    clean inputs), each trained with ``seeds``; 12 subjects, 3 regions, clean and PGD rows."""
+    clean inputs), each trained with ``seeds``; 12 subjects, 3 regions, clean and PGD rows.
+    A run's luck: its own (sd ``seed_sd``) plus its seed's, shared by every model trained with
+    that seed (sd ``shared_seed_sd``: same initial weights and data order)."""
     rng = np.random.default_rng(rng_seed)
     ability = rng.uniform(0.6, 0.9, len(SUBJECTS))
+    shared = dict(enumerate(rng.normal(0, shared_seed_sd, 10)))
     rows = []
     for model, gain in {"baseline": 0.0, **gains}.items():
         model_seeds = seeds[model] if isinstance(seeds, dict) else seeds
         clean_gain = (clean_gains or {}).get(model, 0.0)
         for seed in model_seeds:
-            offset = rng.normal(0, seed_sd)  # this training run's luck
+            offset = rng.normal(0, seed_sd) + shared[seed]  # this training run's luck
             for subject, a in zip(SUBJECTS, ability, strict=True):
                 for attack, eps, it, drop, g in (("none", 0.0, 0, 0.0, clean_gain),
                                                  ("pgd", 0.05, 10, 0.2, gain)):  # fmt: skip
@@ -91,6 +95,15 @@ def test_seeds_are_paired_and_unpaired_ones_named():
     row = primary_analysis(results, [("adv_eps0.05", "baseline")], **PRIMARY).iloc[0]
     assert row["seeds"] == "1, 2" and "seeds 3 of adv_eps0.05 unpaired" in row["note"]
     assert row["delta"] == pytest.approx(_by_hand(results, "adv_eps0.05").to_numpy().mean())
+
+
+def test_pairing_by_seed_removes_the_luck_models_of_one_seed_share():
+    # seeds 1-3 move every model's Dice by ±0.05 alike; the defence adds 0.03
+    results = _results({"adv_eps0.05": 0.03}, [1, 2, 3], seed_sd=0.0, noise_sd=0.005,
+                       shared_seed_sd=0.05, rng_seed=4)  # fmt: skip
+    row = primary_analysis(results, [("adv_eps0.05", "baseline")], **PRIMARY).iloc[0]
+    assert np.std([float(v) for v in row["seed_means_ref"].split(", ")]) > 0.02
+    assert row["var_seed"] < 1e-5 and row["verdict"] == "better"
 
 
 def test_one_shared_seed_cannot_give_a_verdict():
