@@ -226,7 +226,7 @@ def _plan_columns(out: pd.DataFrame, level: float, target: float, minimal: float
 
 def _reason(row, alpha: float, level: float) -> str:
     if row.n_seeds < 2:
-        return "one shared seed: the training noise is unknown"
+        return f"{'one' if row.n_seeds else 'no'} shared seed: the training noise is unknown"
     if row.verdict != "inconclusive":
         return f"Holm p {row.p_holm:.2g} ≤ α {alpha:g}"
     text = f"Holm p {row.p_holm:.2g} > α {alpha:g}"
