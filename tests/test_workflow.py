@@ -149,7 +149,7 @@ def test_replaced_raw_file_reruns_its_subject_and_a_bad_one_fails_on_the_console
         ),
         (
             {"statistics": {"primary": {"eps": 0.03}}},
-            "statistics.primary.eps = 0.03 is not a budget segpgd runs at",
+            "statistics.primary.eps = 0.03 is not a budget pgd runs at",
         ),
         ({"statistics": {"primary": {"metric": "hd95"}}}, "hd95"),
     ],
@@ -294,10 +294,10 @@ def test_primary_analysis_equals_a_recomputation_and_the_summary_shows_it(tiny_r
     results = pd.read_csv(workdir / "results" / "results.csv")
     primary = pd.read_csv(workdir / "results" / "tables" / "primary.csv").set_index("model")
     assert set(primary.index) == {"distill_T20", "adv_eps0.05", "pgdadv_eps0.05", "noise"}
-    assert (primary["attack"] == "segpgd").all() and (primary["reference"] == "baseline").all()
+    assert (primary["attack"] == "pgd").all() and (primary["reference"] == "baseline").all()
     white_box = results["source_model"] == results["model"]
-    segpgd = results[(results["attack"] == "segpgd") & white_box]
-    dice = segpgd.groupby(["model", "seed", "subject"])["dice"].mean()  # over WT, TC, ET
+    pgd = results[(results["attack"] == "pgd") & white_box]
+    dice = pgd.groupby(["model", "seed", "subject"])["dice"].mean()  # over WT, TC, ET
     summary = (workdir / "results" / "summary.md").read_text()
     lines = summary.split("## Primary analysis")[1].splitlines()
     for model, row in primary.iterrows():
@@ -312,7 +312,7 @@ def test_primary_analysis_equals_a_recomputation_and_the_summary_shows_it(tiny_r
         multipletests(primary["p"], method="holm")[1]
     )
     assert set(primary["verdict"]) <= {"better", "worse", "inconclusive"}
-    assert "## Primary analysis: SegPGD at ε = 0.05, dice_mean" in summary
+    assert "## Primary analysis: PGD at ε = 0.05, dice_mean" in summary
     assert "Seed planner (segrobust.planner): to detect Δ = 0.03" in summary
 
 
