@@ -98,11 +98,11 @@ def ordinal_net(subjects) -> nn.Module:
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    """The ordinal network fitted on four phantoms; eight test subjects (the Dice checks' sign
+    """The ordinal network fitted on four phantoms; nine test subjects (the Dice checks' sign
     test needs several: its smallest p with n subjects is 2⁻ⁿ)."""
     root = tmp_path_factory.mktemp("preprocessed")
     train = [write_subject(root, f"train{i}", seed=10 + i) for i in range(4)]
-    test = [write_subject(root, f"test{i}", seed=i) for i in range(8)]
+    test = [write_subject(root, f"test{i}", seed=i) for i in range(9)]
     return ordinal_net(train), test
 
 
@@ -225,6 +225,13 @@ def test_temperature_and_iterative_checks():
     assert table.loc[("a_iter_monotone", ""), "status"] == "n.a."  # no iterates recorded
     text = audit_markdown(audit(df))
     assert "## Flags (2)" in text and all(c in text for c in CHECKS) and "nan" not in text
+
+
+def test_a_check_too_few_subjects_could_ever_flag_is_not_applied():
+    df = table_of([("m", "none", 0.0, 0, 0.9, ""), ("m", "fgsm", 0.05, 1, 0.95, None)])
+    df = df[df["subject"].isin(["s0", "s1", "s2", "s3"])]  # 4 subjects: p ≥ 1/16 > 0.05
+    row = audit(df).set_index("check").loc["a_eps_monotone"]
+    assert row["status"] == "n.a." and "4 subjects cannot show a rise" in row["detail"]
 
 
 def test_bad_arguments_raise():

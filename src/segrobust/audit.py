@@ -19,8 +19,9 @@ to rise than to fall — is flagged by each such check with probability at most 
 whatever the shape of the Dice differences (simulated in tests/test_audit.py). A t test on the
 mean would need symmetric differences; Dice changes are skewed (a few subjects lose much), and
 in simulation a t test flagged such honest replicates far more often than α at these Holm
-levels. The price is that a check needs enough subjects: with n subjects whose Dice changed the
-smallest p is 2⁻ⁿ (18 subjects: 3.8e-6). ``value`` / ``reference``
+levels. The price is that a check needs enough subjects: with n subjects the smallest adjusted
+p over S settings is S · 2⁻ⁿ (18 subjects, 30 settings: 1.1e-4), and a check that could not
+flag with the subjects at hand is n.a., saying so. ``value`` / ``reference``
 are the two Dice means (over subjects) at the reported setting — the flagged one, else the one
 with the largest rise — and ``p`` its adjusted p. Iterative attacks count at their final
 iterate. The threshold checks (d, e) compare one number with a fixed limit:
@@ -155,6 +156,11 @@ def _decide(model, seed, comp: DiceComparison, tol: float, alpha: float) -> dict
     diff = comp.differences()
     if diff.empty:
         return _na(model, seed, comp.check, comp.attack, f"no setting shared with {comp.what}")
+    smallest = min(1.0, len(diff) * 0.5 ** diff.shape[1])  # every subject rose at one setting
+    if smallest > alpha:
+        return _na(model, seed, comp.check, comp.attack,
+                   f"{diff.shape[1]} subjects cannot show a rise: smallest adjusted p "
+                   f"{smallest:.2g} > α {alpha:g}")  # fmt: skip
     mean, p_adj, flag = rise_test(diff.to_numpy(), tol, alpha)
     flagged = (p_adj <= alpha) & (mean > tol)
     k = int(np.argmin(np.where(flagged, p_adj, np.inf))) if flag else int(np.argmax(mean))
