@@ -308,12 +308,45 @@ def table1_rows():
 
 
 def replicate_conditions():
-    """(attack, ε) settings under which every defence is compared with the baseline across
-    seeds: Table 2's FGSM budgets, then PGD and SegPGD at their budgets when configured."""
+    """(attack, ε) settings of the exploratory defence comparisons (tables/replicates.md):
+    Table 2's FGSM budgets, then PGD and SegPGD at their budgets when configured."""
     attacks = config["attacks"]
     conditions = [["fgsm", e] for e in config["statistics"]["table2_eps"]]
     conditions += [[a, attacks[a]["eps"]] for a in ("pgd", "segpgd") if a in attacks["families"]]
     return conditions
+
+
+def defence_comparisons():
+    """[defence, reference] pairs of the primary and exploratory analyses: every trained model
+    but a baseline against the baseline of its architecture. External models are left out:
+    they are not training procedures and have one replicate (Tables 1–2 compare them)."""
+    pairs = []
+    for model in TRAINED:
+        arch, name = arch_of(model)
+        if name != "baseline":
+            pairs.append([model, f"{arch}.baseline" if arch else "baseline"])
+    return pairs
+
+
+def primary_settings():
+    """statistics.primary, checked against what runs: its attack must attack every defence
+    white-box at its ε (stops the workflow before any job otherwise)."""
+    primary, attacks = config["statistics"]["primary"], config["attacks"]
+    attack, eps = primary["attack"], float(primary["eps"])
+    where = f"statistics.primary.attack = {attack}"
+    if attack not in attacks["families"]:
+        raise ValueError(f"{where} is not in attacks.families: the primary analysis never runs")
+    if attack in attacks["baseline_only"]:
+        raise ValueError(f"{where} is in attacks.baseline_only: no defence is attacked with it")
+    budgets = attacks["fgsm"]["epsilons"] if attack == "fgsm" else [attacks[attack]["eps"]]
+    if not any(abs(eps - float(b)) < 1e-9 for b in budgets):
+        raise ValueError(
+            f"statistics.primary.eps = {eps:g} is not a budget {attack} runs at: {budgets}"
+        )
+    return primary
+
+
+PRIMARY = primary_settings()
 
 
 def _figures():

@@ -77,6 +77,7 @@ rule replicates:
     input:
         f"{R}/results.csv",
     output:
+        primary=f"{R}/tables/primary.csv",
         csv=f"{R}/tables/replicates.csv",
         md=f"{R}/tables/replicates.md",
         html=report(
@@ -84,7 +85,8 @@ rule replicates:
         ),
     params:
         conditions=replicate_conditions(),
-        statistics=config["statistics"],
+        comparisons=defence_comparisons(),
+        statistics={**config["statistics"], "primary": PRIMARY},
         seed=config["seed"],
         code=code_digest("replicates"),
     log:
@@ -98,12 +100,14 @@ rule replicates:
 rule summary:
     input:
         results=f"{R}/results.csv",
-        verdicts=f"{R}/tables/replicates.csv",
+        primary=f"{R}/tables/primary.csv",
+        exploratory=f"{R}/tables/replicates.csv",
     output:
         md=f"{R}/summary.md",
         html=report(f"{R}/summary.html", caption="../report/summary.rst", category="Summary"),
     params:
         fgsm_eps=config["statistics"]["table1_fgsm_eps"],
+        alpha=config["statistics"]["alpha"],
         code=code_digest("summary"),
     log:
         f"{LOGS}/summary.log",

@@ -1,85 +1,167 @@
-"""Seed-level statistics: exact permutation p-values and the verdicts they lead to."""
+"""The primary analysis per defence, its verdicts and planner, and the exploratory rows."""
 
 import numpy as np
+import pandas as pd
 import pytest
+from statsmodels.stats.multitest import multipletests
 
 from segrobust.metrics import result_rows, results_frame
 from segrobust.replicates import (
-    defence_verdicts,
-    min_attainable_p,
-    permutation_test,
-    verdict_markdown,
+    exploratory_table,
+    primary_analysis,
+    replicates_markdown,
 )
 
-
-def test_permutation_test_is_exact():
-    # 6 splits of {1, 2, 3, 4} into two pairs; |Δ| = 2 only for the observed one and its mirror
-    assert permutation_test([1, 2], [3, 4]) == pytest.approx(2 / 6)
-    assert min_attainable_p(2, 2) == pytest.approx(1 / 3)
-    assert permutation_test([5, 6, 7, 8, 9], [0, 1, 2, 3, 4]) == pytest.approx(2 / 252)
-    assert min_attainable_p(5, 5) == pytest.approx(2 / 252)
-    assert permutation_test([1, 2, 3], [1, 2, 3]) == 1.0
-    assert np.isnan(permutation_test([], [1.0]))
+REGIONS = ("WT", "TC", "ET")
+SUBJECTS = [f"s{i:02d}" for i in range(12)]
 
 
-def _results(defence_gain: float, seed_noise: float, seeds: int, attack_drop: float = 0.2):
-    """Baseline and one defence, ``seeds`` replicates each, 12 subjects, clean and FGSM 0.05."""
-    subjects = [f"s{i:02d}" for i in range(12)]
-    ability = np.random.default_rng(0).uniform(0.6, 0.9, len(subjects))
-    offsets = seed_noise * np.linspace(-1, 1, seeds)  # each replicate's training noise
+def _results(
+    gains: dict[str, float],
+    seeds: dict[str, list[int]] | list[int],
+    *,
+    seed_sd: float = 0.01,
+    noise_sd: float = 0.01,
+    clean_gains: dict[str, float] | None = None,
+    shared_seed_sd: float = 0.0,
+    rng_seed: int = 0,
+) -> pd.DataFrame:
+    """Baseline and defences (``gains``: Dice added under PGD ε = 0.05; ``clean_gains``: on
+    clean inputs), each trained with ``seeds``; 12 subjects, 3 regions, clean and PGD rows.
+    A run's luck: its own (sd ``seed_sd``) plus its seed's, shared by every model trained with
+    that seed (sd ``shared_seed_sd``: same initial weights and data order)."""
+    rng = np.random.default_rng(rng_seed)
+    ability = rng.uniform(0.6, 0.9, len(SUBJECTS))
+    shared = dict(enumerate(rng.normal(0, shared_seed_sd, 10)))
     rows = []
-    for model, gain in (("baseline", 0.0), ("adv_eps0.05", defence_gain)):
-        for seed, offset in enumerate(offsets, start=1):
-            for subject, a in zip(subjects, ability, strict=True):
-                for attack, eps, it, drop in (
-                    ("none", 0.0, 0, 0.0),
-                    ("fgsm", 0.05, 1, attack_drop),
-                ):
-                    dice = float(np.clip(a + offset - drop + (gain if eps else 0), 0, 1))
+    for model, gain in {"baseline": 0.0, **gains}.items():
+        model_seeds = seeds[model] if isinstance(seeds, dict) else seeds
+        clean_gain = (clean_gains or {}).get(model, 0.0)
+        for seed in model_seeds:
+            offset = rng.normal(0, seed_sd) + shared[seed]  # this training run's luck
+            for subject, a in zip(SUBJECTS, ability, strict=True):
+                for attack, eps, it, drop, g in (("none", 0.0, 0, 0.0, clean_gain),
+                                                 ("pgd", 0.05, 10, 0.2, gain)):  # fmt: skip
+                    dice = {r: float(np.clip(a + offset - drop + g + rng.normal(0, noise_sd), 0, 1))
+                            for r in REGIONS}  # fmt: skip
                     rows += result_rows(
                         model=model, attack=attack, subject=subject, eps=eps, iteration=it,
-                        dice={"WT": dice}, seed=seed,
-                        source_model=model if attack != "none" else "",
+                        dice=dice, seed=seed, source_model=model if attack != "none" else "",
                     )  # fmt: skip
     return results_frame(rows)
 
 
-CONDITIONS = [("fgsm", 0.0), ("fgsm", 0.05)]
+PRIMARY = {"attack": "pgd", "eps": 0.05, "n_boot": 500, "seed": 1}
 
 
-def test_a_large_effect_with_five_seeds_is_better():
-    table = defence_verdicts(_results(0.15, 0.01, seeds=5), conditions=CONDITIONS, regions=["WT"])
-    attacked = table[table["eps"] == 0.05].iloc[0]
-    assert attacked["verdict"] == "better" and attacked["delta"] > 0.1
-    assert attacked["p_seeds"] == pytest.approx(2 / 252)
-    assert attacked["n_seeds"] == 5 and len(attacked["seed_means"].split(", ")) == 5
-    clean = table[table["eps"] == 0.0].iloc[0]
-    assert clean["verdict"] == "inconclusive (effect within training noise)"
+def _by_hand(results, model, attack="pgd", regions=REGIONS):
+    """Paired differences model − baseline, seeds × subjects, by plain pandas."""
+    rows = results[(results["attack"] == attack) & results["region"].isin(regions)]
+    y = rows.groupby(["model", "seed", "subject"])["dice"].mean()
+    return (y[model] - y["baseline"]).unstack("subject").dropna()
 
 
-def test_two_seeds_cannot_declare_a_winner_and_say_why():
-    table = defence_verdicts(_results(0.15, 0.01, seeds=2), conditions=CONDITIONS, regions=["WT"])
-    attacked = table[table["eps"] == 0.05].iloc[0]
-    assert attacked["verdict"].startswith("inconclusive (effect beyond the seed spread; too few")
-    assert attacked["min_p_seeds"] == pytest.approx(1 / 3)
-    assert attacked["p_subjects_adj"] < 0.05  # the paper's subject-level test is significant
+def test_primary_delta_is_the_mean_paired_difference_and_a_large_gain_is_better():
+    results = _results({"adv_eps0.05": 0.1, "noise": 0.0}, [1, 2, 3])
+    table = primary_analysis(results, [("adv_eps0.05", "baseline"), ("noise", "baseline")],
+                             **PRIMARY).set_index("model")  # fmt: skip
+    adv, noise = table.loc["adv_eps0.05"], table.loc["noise"]
+    assert adv["delta"] == pytest.approx(_by_hand(results, "adv_eps0.05").to_numpy().mean())
+    assert adv["n_seeds"] == 3 and adv["seeds"] == "1, 2, 3" and adv["n_subjects"] == 12
+    assert adv["ci_low"] < adv["delta"] < adv["ci_high"]
+    assert adv["verdict"] == "better" and adv["reason"].startswith("Holm p")
+    assert noise["verdict"] == "inconclusive"
+    holm = multipletests(table["p"], method="holm")[1]
+    assert table["p_holm"].to_numpy() == pytest.approx(holm)
+    assert "Holm p" in noise["reason"] and "> α 0.05" in noise["reason"]
+    assert adv["agreement"] == "agree"
+    assert adv["plan_alpha"] == pytest.approx(0.025)  # α / 2 defences
 
 
-def test_an_effect_smaller_than_the_seed_spread_is_training_noise():
-    table = defence_verdicts(_results(0.02, 0.05, seeds=3), conditions=CONDITIONS, regions=["WT"])
-    attacked = table[table["eps"] == 0.05].iloc[0]
-    assert abs(attacked["delta"]) <= 2 * attacked["seed_sd"]
-    assert attacked["verdict"] == "inconclusive (effect within training noise)"
+def test_a_loss_is_worse_and_an_underpowered_run_says_how_many_seeds_it_needs():
+    results = _results({"distill_T20": -0.15, "adv_eps0.05": 0.01}, [1, 2, 3],
+                       seed_sd=0.02, noise_sd=0.03)  # fmt: skip
+    table = primary_analysis(results, [("distill_T20", "baseline"), ("adv_eps0.05", "baseline")],
+                             **PRIMARY).set_index("model")  # fmt: skip
+    assert table.loc["distill_T20", "verdict"] == "worse"
+    weak = table.loc["adv_eps0.05"]
+    assert weak["verdict"] == "inconclusive" and weak["power_observed"] < 0.5
+    assert "3 seeds had power" in weak["reason"] and "needed at 12 subjects" in weak["reason"]
+    assert weak["seeds_for_minimal"] >= 2
 
 
-def test_markdown_shows_direction_and_both_p_values():
-    table = defence_verdicts(_results(-0.15, 0.01, seeds=5), conditions=CONDITIONS, regions=["WT"])
-    assert table.loc[table["eps"] == 0.05, "verdict"].item() == "worse"
-    text = verdict_markdown(table, "holm", 0.05)
-    assert "↓" in text and "p seeds (raw / adj)" in text and "Holm-adjusted" in text
+def test_seeds_are_paired_and_unpaired_ones_named():
+    results = _results({"adv_eps0.05": 0.1}, {"baseline": [1, 2], "adv_eps0.05": [1, 2, 3]})
+    row = primary_analysis(results, [("adv_eps0.05", "baseline")], **PRIMARY).iloc[0]
+    assert row["seeds"] == "1, 2" and "seeds 3 of adv_eps0.05 unpaired" in row["note"]
+    assert row["delta"] == pytest.approx(_by_hand(results, "adv_eps0.05").to_numpy().mean())
 
 
-def test_no_comparable_model_is_an_error():
-    results = _results(0.1, 0.01, seeds=2)
-    with pytest.raises(ValueError, match="no model to compare"):
-        defence_verdicts(results[results["model"] == "baseline"], conditions=CONDITIONS)
+def test_pairing_by_seed_removes_the_luck_models_of_one_seed_share():
+    # seeds 1-3 move every model's Dice by ±0.05 alike; the defence adds 0.03
+    results = _results({"adv_eps0.05": 0.03}, [1, 2, 3], seed_sd=0.0, noise_sd=0.005,
+                       shared_seed_sd=0.05, rng_seed=4)  # fmt: skip
+    row = primary_analysis(results, [("adv_eps0.05", "baseline")], **PRIMARY).iloc[0]
+    assert np.std([float(v) for v in row["seed_means_ref"].split(", ")]) > 0.02
+    assert row["var_seed"] < 1e-5 and row["verdict"] == "better"
+
+
+def test_one_shared_seed_cannot_give_a_verdict():
+    results = _results({"adv_eps0.05": 0.2}, [1])
+    row = primary_analysis(results, [("adv_eps0.05", "baseline")], **PRIMARY).iloc[0]
+    assert row["verdict"] == "inconclusive" and np.isnan(row["p"])
+    assert row["reason"] == "one shared seed: the training noise is unknown"
+
+
+def test_sensitivity_checks_that_disagree_are_named():
+    # 2 seeds whose paired differences average +0.03 and +0.02: the mixed model's Wald z takes
+    # the seed variance as known (z ≈ 5), the primary test pays t(1) = 12.7 for it
+    results = _results({"adv_eps0.05": 0.025}, [1, 2], seed_sd=0.0, noise_sd=0.002)
+    runs = results["model"].eq("adv_eps0.05")
+    results.loc[runs, "dice"] += np.where(results.loc[runs, "seed"] == 1, 0.005, -0.005)
+    row = primary_analysis(results, [("adv_eps0.05", "baseline")], **PRIMARY).iloc[0]
+    assert row["verdict"] == "inconclusive" and row["mixed_verdict"] == "better"
+    assert "mixed model: better" in row["agreement"]
+
+
+def test_non_inferiority_of_clean_dice():
+    results = _results({"adv_eps0.05": 0.1, "noise": 0.0}, [1, 2, 3],
+                       clean_gains={"adv_eps0.05": -0.1})  # fmt: skip
+    comparisons = [("adv_eps0.05", "baseline"), ("noise", "baseline")]
+    table = primary_analysis(results, comparisons, **PRIMARY, non_inferiority_margin=0.05)
+    table = table.set_index("model")
+    assert table.loc["noise", "ni_verdict"] == "non-inferior"
+    assert table.loc["noise", "ni_lower"] > -0.05
+    assert table.loc["adv_eps0.05", "ni_verdict"] == "not shown"
+    clean = _by_hand(results, "adv_eps0.05", attack="none").to_numpy().mean()
+    assert table.loc["adv_eps0.05", "ni_delta"] == pytest.approx(clean)
+
+
+def test_exploratory_rows_per_region_with_benjamini_hochberg_q():
+    results = _results({"adv_eps0.05": 0.1, "noise": 0.0}, [1, 2, 3])
+    comparisons = [("adv_eps0.05", "baseline"), ("noise", "baseline")]
+    table = exploratory_table(results, comparisons, conditions=[("fgsm", 0.0), ("pgd", 0.05),
+                                                                ("segpgd", 0.05)])  # fmt: skip
+    assert len(table) == 2 * 2 * 3  # segpgd never ran: skipped
+    assert table["q"].to_numpy() == pytest.approx(multipletests(table["p"], method="fdr_bh")[1])
+    row = table[(table["model"] == "adv_eps0.05") & (table["eps"] == 0.05)
+                & (table["region"] == "TC")].iloc[0]  # fmt: skip
+    assert row["delta"] == pytest.approx(_by_hand(results, "adv_eps0.05", regions=["TC"])
+                                         .to_numpy().mean())  # fmt: skip
+    primary = primary_analysis(results, comparisons, **PRIMARY)
+    text = replicates_markdown(primary, table, 0.05)
+    for part in ("## Primary analysis", "Holm p", "Bootstrap", "## Exploratory", "BH q", "↑"):
+        assert part in text
+
+
+def test_bad_settings_raise_with_the_key_named():
+    results = _results({"adv_eps0.05": 0.1}, [1, 2])
+    with pytest.raises(ValueError, match="statistics.primary.metric"):
+        primary_analysis(results, [("adv_eps0.05", "baseline")], metric="hd95", **PRIMARY)
+    with pytest.raises(ValueError, match="primary family is empty"):
+        primary_analysis(results, [], **PRIMARY)
+    with pytest.raises(ValueError, match=r"statistics.primary: segpgd at ε = 0.05\) of adv"):
+        primary_analysis(results, [("adv_eps0.05", "baseline")], **(PRIMARY | {"attack": "segpgd"}))
+    with pytest.raises(ValueError, match="non_inferiority_margin"):
+        primary_analysis(results, [("adv_eps0.05", "baseline")], non_inferiority_margin=2.0,
+                         **PRIMARY)  # fmt: skip

@@ -321,3 +321,15 @@ def test_bootstrap_mean_ci_edge_cases():
         S.bootstrap_mean_ci(np.ones(3), n_boot=0)
     with pytest.raises(ValueError, match="1-D"):
         S.bootstrap_mean_ci(np.ones((2, 2)))
+
+
+def test_adjust_pvalues_gives_benjamini_hochberg_q_per_family_and_skips_nan():
+    p = pd.Series([0.01, 0.02, 0.03, 0.5, np.nan, 0.04])
+    families = pd.Series(["a", "a", "a", "a", "a", "b"])
+    q, reject = S.adjust_pvalues(p, families, "fdr_bh", 0.05)
+    # by hand: q_(i) = min over j ≥ i of p_(j) · m / j, m = 4 non-NaN p in family a
+    assert q[:4].tolist() == pytest.approx([0.04, 0.04, 0.04, 0.5])
+    assert np.isnan(q[4]) and q[5] == pytest.approx(0.04)
+    assert reject.tolist() == [True, True, True, False, False, True]
+    with pytest.raises(ValueError, match="correction"):
+        S.adjust_pvalues(p, families, "fdr_by", 0.05)

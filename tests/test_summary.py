@@ -1,24 +1,50 @@
-"""The generated run summary: seed spread per model, reference first, verdicts counted."""
+"""The generated run summary: seed spread per model, the primary analysis and its planner."""
 
-from test_replicates import CONDITIONS, _results
+import re
 
-from segrobust.replicates import defence_verdicts
+from test_replicates import PRIMARY, _results
+
+from segrobust.crossed import Components
+from segrobust.planner import seeds_needed
+from segrobust.replicates import exploratory_table, primary_analysis
 from segrobust.summary import run_summary, seed_table
+
+COMPARISONS = [("adv_eps0.05", "baseline"), ("noise", "baseline")]
 
 
 def test_seed_table_gives_mean_and_sd_over_seeds_reference_first():
-    results = _results(0.15, 0.01, seeds=3)
+    results = _results({"adv_eps0.05": 0.15}, [1, 2, 3])
     table = seed_table(results, results["attack"] == "none")
     assert list(table["Model"]) == ["No Defense", "Adversarial Training (ε=0.05)"]
-    per_seed = results[(results["attack"] == "none") & (results["model"] == "baseline")]
+    per_seed = results[(results["attack"] == "none") & (results["model"] == "baseline")
+                       & (results["region"] == "WT")]  # fmt: skip
     means = per_seed.groupby("seed")["dice"].mean()
     assert table.loc[0, "WT"] == f"{means.mean():.3f} ± {means.std():.3f}"
 
 
-def test_summary_names_what_ran_and_the_decided_verdicts():
-    results = _results(0.15, 0.01, seeds=5)
-    verdicts = defence_verdicts(results, conditions=CONDITIONS, regions=["WT"])
-    text = run_summary(results, verdicts, fgsm_eps=0.05)
-    assert "5 training seeds (1, 2, 3, 4, 5)" in text and "12 test subjects" in text
-    assert "1 better, 1 inconclusive of 2 comparisons" in text
-    assert "is **better** than No Defense under FGSM ε = 0.05, WT: Δ +0.150" in text
+def test_summary_shows_the_primary_table_verdicts_and_the_planner():
+    results = _results({"adv_eps0.05": 0.1, "noise": 0.0}, [1, 2, 3])
+    primary = primary_analysis(results, COMPARISONS, **PRIMARY)
+    exploratory = exploratory_table(results, COMPARISONS, conditions=[("pgd", 0.05)])
+    text = run_summary(results, primary, exploratory, fgsm_eps=0.05)
+    assert "3 training seeds (1, 2, 3)" in text and "12 test subjects" in text
+    assert "## Primary analysis: PGD at ε = 0.05, dice_mean" in text
+    assert "1 better, 1 inconclusive" in text
+    row = re.search(r"\| Adversarial Training \(ε=0.05\) \| (\S+) .*\| better ", text)
+    assert row and float(row[1]) == round(primary.loc[0, "delta"], 3)
+    assert "- Noise augmentation: inconclusive (Holm p" in text
+    # the planner's line: seeds for Δ = 0.03 from the components averaged over the defences
+    parts = Components(*primary[["var_seed", "var_subject", "var_resid"]].mean())
+    k = seeds_needed(parts, 0.03, n_subjects=12, alpha=0.025)
+    assert "to detect Δ = 0.03 (statistics.minimal_effect) with 80% power" in text
+    assert f": {k} seeds per model with 12 test subjects;" in text
+    assert "Exploratory (not verdicts): 6 comparisons" in text
+
+
+def test_summary_of_a_single_seed_run_says_the_planner_needs_seeds():
+    results = _results({"adv_eps0.05": 0.1}, [1])
+    primary = primary_analysis(results, COMPARISONS[:1], **PRIMARY)
+    exploratory = exploratory_table(results, COMPARISONS[:1], conditions=[("pgd", 0.05)])
+    text = run_summary(results, primary, exploratory, fgsm_eps=0.05)
+    assert "one shared seed" in text and "needs at least 2 paired seeds" in text
+    assert "nan" not in text

@@ -92,6 +92,7 @@ def test_table1_layout_and_asterisks(t1, results):
     assert t1.numeric.loc[0, "dice_TC_sd"] == pytest.approx(clean_tc.std(ddof=1))
     assert t1.numeric.loc[1:, "dice_WT_significant"].all()
     assert "Bonferroni" in t1.caption
+    assert "conditional on these trained models" in t1.caption
 
 
 def test_table1_default_rows_cover_every_white_box_attack(full_results):

@@ -15,11 +15,13 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import ROOT, write_brats_subject
+from scipy import stats
 from scipy.stats import wilcoxon
 from snakemake.utils import validate
 from statsmodels.stats.multitest import multipletests
 
 import segrobust
+from segrobust.tables import model_label
 
 
 def snakemake(
@@ -214,6 +216,15 @@ def test_replaced_raw_file_reruns_its_subject_and_a_bad_one_fails_on_the_console
         ({"split": {"val_fraction": 0.01}}, "split.val_fraction = 0.01 puts none of the 60"),
         ({"data": {"source": "brats", "root": "/", "layout": "brats2019"}}, "brats2019"),
         ({"data": {"synthetic": {"shape": [32, 32, 32]}}}, "data.synthetic (anatomy: template)"),
+        (
+            {"statistics": {"primary": {"attack": "ifgsm"}}},
+            "statistics.primary.attack = ifgsm is in attacks.baseline_only",
+        ),
+        (
+            {"statistics": {"primary": {"eps": 0.03}}},
+            "statistics.primary.eps = 0.03 is not a budget pgd runs at",
+        ),
+        ({"statistics": {"primary": {"metric": "hd95"}}}, "hd95"),
     ],
 )
 def test_bad_config_stops_with_the_key_named(tmp_path, sections, message):
@@ -348,6 +359,34 @@ def test_table_pvalues_equal_an_independent_recomputation(tiny_run):
     all_p = tests["p"].fillna(1.0).to_numpy()
     adjusted = multipletests(all_p, method="bonferroni")[1]
     assert tests["p_adj"].fillna(1.0).to_numpy() == pytest.approx(adjusted)
+
+
+@pytest.mark.slow
+def test_primary_analysis_equals_a_recomputation_and_the_summary_shows_it(tiny_run):
+    workdir, _ = tiny_run
+    results = pd.read_csv(workdir / "results" / "results.csv")
+    primary = pd.read_csv(workdir / "results" / "tables" / "primary.csv").set_index("model")
+    assert set(primary.index) == {"distill_T20", "adv_eps0.05", "pgdadv_eps0.05", "noise"}
+    assert (primary["attack"] == "pgd").all() and (primary["reference"] == "baseline").all()
+    white_box = results["source_model"] == results["model"]
+    pgd = results[(results["attack"] == "pgd") & white_box]
+    dice = pgd.groupby(["model", "seed", "subject"])["dice"].mean()  # over WT, TC, ET
+    summary = (workdir / "results" / "summary.md").read_text()
+    lines = summary.split("## Primary analysis")[1].splitlines()
+    for model, row in primary.iterrows():
+        diff = (dice[model] - dice["baseline"]).unstack("subject")
+        assert row["delta"] == pytest.approx(diff.to_numpy().mean())
+        by_subject = diff.mean(axis=0)  # the subjects-only paired t interval is never wider
+        paired = stats.ttest_1samp(by_subject, 0).confidence_interval(0.95)
+        assert row["ci_high"] - row["ci_low"] >= paired.high - paired.low - 1e-12
+        shown = [line for line in lines if line.startswith(f"| {model_label(model)} ")]
+        assert len(shown) == 1 and f"| {row['delta']:+.3f} " in shown[0]
+    assert primary["p_holm"].to_numpy() == pytest.approx(
+        multipletests(primary["p"], method="holm")[1]
+    )
+    assert set(primary["verdict"]) <= {"better", "worse", "inconclusive"}
+    assert "## Primary analysis: PGD at ε = 0.05, dice_mean" in summary
+    assert "Seed planner (segrobust.planner): to detect Δ = 0.03" in summary
 
 
 @pytest.mark.slow

@@ -65,7 +65,8 @@ def models_run(tmp_path_factory):
                         training={"seeds": [1], "epochs": 1},
                         external_models=external))  # fmt: skip
     last = workdir / "last.yaml"
-    last.write_text(yaml.safe_dump({"attacks": {"families": ["fgsm"]}}))  # fewer jobs
+    last.write_text(yaml.safe_dump({"attacks": {"families": ["fgsm"]},  # fewer jobs
+                                    "statistics": {"primary": {"attack": "fgsm"}}}))  # fmt: skip
     configs = ["--configfile", str(base), str(ROOT / "config" / "architectures.yaml"), str(last)]
     snakemake(workdir, "--cores", "2", *configs)
     return workdir / "results", networks, configs, workdir

@@ -30,6 +30,7 @@ ZeroMethod = Literal["wilcox", "pratt", "zsplit"]
 CiMethod = Literal["percentile", "basic", "bca"]
 
 CORRECTIONS = ("bonferroni", "holm")
+ADJUSTMENTS = (*CORRECTIONS, "fdr_bh")  # adjust_pvalues also gives Benjamini–Hochberg q
 ZERO_METHODS = ("wilcox", "pratt", "zsplit")
 CI_METHODS = ("percentile", "basic", "bca")
 CLEAN_ATTACK = "none"
@@ -445,10 +446,11 @@ def paired_tests(
 
 
 def adjust_pvalues(
-    p: pd.Series, families: pd.Series, correction: Correction, alpha: float
+    p: pd.Series, families: pd.Series, correction: str, alpha: float
 ) -> tuple[pd.Series, pd.Series]:
-    """Family-wise adjusted p-values and rejections (``multipletests``), NaN p left out."""
-    _check_choice(correction, CORRECTIONS, "correction")
+    """Adjusted p-values and rejections within each family (``multipletests``: Bonferroni or
+    Holm family-wise, ``fdr_bh`` Benjamini–Hochberg q-values), NaN p left out."""
+    _check_choice(correction, ADJUSTMENTS, "correction")
     p_adj = pd.Series(np.nan, index=p.index)
     reject = pd.Series(False, index=p.index)
     for _, idx in p.groupby(families).groups.items():

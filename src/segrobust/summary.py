@@ -1,9 +1,12 @@
 """The run's headline numbers as Markdown, generated from the results (never hand-copied)."""
 
+import numpy as np
 import pandas as pd
 
+from segrobust.crossed import Components
 from segrobust.kernels import cpu_model
 from segrobust.labels import REGIONS
+from segrobust.planner import MAX_SEEDS, plan
 from segrobust.tables import attack_label, model_label, model_sort_key
 
 CLEAN = "none"
@@ -27,8 +30,113 @@ def seed_table(
     return table.loc[order].rename(index=model_label).rename_axis("Model").reset_index()
 
 
-def run_summary(results: pd.DataFrame, verdicts: pd.DataFrame, fgsm_eps: float) -> str:
-    """Markdown: what ran, clean and FGSM Dice per model (seed spread), and the verdicts."""
+def _p(p: float) -> str:
+    return f"{p:.2g}" if np.isfinite(p) else "—"
+
+
+def planner_line(primary: pd.DataFrame) -> str:
+    """The seed planner for the configured minimal effect, from this run's variance components
+    averaged over the defences, at the run's subjects and two and four times as many."""
+    rows = primary[primary["var_seed"].notna()]
+    if rows.empty:
+        return "Seed planner: needs at least 2 paired seeds per defence."
+    first = rows.iloc[0]
+    parts = Components(*(float(rows[c].mean()) for c in ("var_seed", "var_subject", "var_resid")))
+    n = int(rows["n_subjects"].min())
+    needed = plan(
+        parts,
+        float(first["minimal_effect"]),
+        subjects=(n, 2 * n, 4 * n),
+        alpha=float(first["plan_alpha"]),
+        target=float(first["plan_power"]),
+    )
+    cells = [
+        f"{k if k else f'more than {MAX_SEEDS}'} seeds per model with {m} test subjects"
+        for m, k in needed.items()
+    ]
+    sds = ", ".join(
+        f"{name} sd {np.sqrt(value):.3f}"
+        for name, value in zip(("seed", "subject × defence", "residual"),
+                               (parts.seed, parts.subject, parts.resid), strict=True)
+    )  # fmt: skip
+    return (
+        f"Seed planner (segrobust.planner): to detect Δ = {first['minimal_effect']:g} "
+        f"(statistics.minimal_effect) with {first['plan_power']:.0%} power at "
+        f"α/m = {first['plan_alpha']:.3g} (Holm's strictest step over {len(primary)} defences), "
+        f"given this run's variance components of the paired differences averaged over the "
+        f"defences ({sds}): {'; '.join(cells)}."
+    )
+
+
+def primary_section(primary: pd.DataFrame, exploratory: pd.DataFrame, alpha: float) -> list[str]:
+    """Lines of the summary's primary analysis: the table, disagreements, planner, the rest."""
+    first = primary.iloc[0]
+    shown = pd.DataFrame({
+        "Defence": primary["model"].map(model_label),
+        "Δ": primary["delta"].map("{:+.3f}".format),
+        "95 % CI": [f"[{lo:+.3f}, {hi:+.3f}]" if np.isfinite(lo) else "—"
+                    for lo, hi in zip(primary["ci_low"], primary["ci_high"], strict=True)],
+        "p": primary["p"].map(_p),
+        "Holm p": primary["p_holm"].map(_p),
+        "Verdict": primary["verdict"],
+        "Seeds for 80 % power at this Δ": [
+            "—" if not np.isfinite(k) else f"> {MAX_SEEDS}" if k == 0 else f"{k:.0f}"
+            for k in primary["seeds_for_observed"]
+        ],
+    })  # fmt: skip
+    counts = primary["verdict"].value_counts().sort_index()
+    lines = [
+        f"## Primary analysis: {attack_label(first['attack'])} at ε = {first['eps']:g}, "
+        f"{first['metric']} (tables/replicates.md)",
+        "",
+        f"Declared in the config before the run (statistics.primary). Each defence against "
+        f"{model_label(first['reference'])}, paired by training seed; the 95 % CI and p count "
+        "both the seed-to-seed and the subject-to-subject variance (docs/statistics.md); Holm "
+        f"over the {len(primary)} defences at α = {alpha:g}: "
+        + ", ".join(f"{v} {k}" for k, v in counts.items())
+        + ".",
+        "",
+        shown.to_markdown(index=False, disable_numparse=True),
+        "",
+    ]
+    for row in primary.itertuples():
+        if row.verdict == "inconclusive":
+            lines.append(f"- {model_label(row.model)}: inconclusive ({row.reason}).")
+        if row.agreement != "agree":
+            lines.append(
+                f"- {model_label(row.model)}: the sensitivity checks disagree with the primary "
+                f"verdict ({row.verdict}): {row.agreement}."
+            )
+    if (primary["agreement"] == "agree").all():
+        lines.append("- Mixed model and two-level bootstrap agree with every primary verdict.")
+    lines += ["", planner_line(primary), ""]
+    if "ni_verdict" in primary:
+        ni = ", ".join(
+            f"{model_label(r.model)} {r.ni_verdict} (Δ {r.ni_delta:+.3f}, lower bound "
+            f"{r.ni_lower:+.3f})"
+            for r in primary.itertuples()
+        )
+        lines += [
+            f"Clean {first['metric']} non-inferior within {primary['ni_margin'].iloc[0]:g} "
+            f"(one-sided, Holm): {ni}.",
+            "",
+        ]
+    lines.append(
+        f"Exploratory (not verdicts): {len(exploratory)} comparisons per region, attack and ε, "
+        f"{int((exploratory['q'] <= alpha).sum())} with Benjamini–Hochberg q ≤ {alpha:g}."
+    )
+    return lines
+
+
+def run_summary(
+    results: pd.DataFrame,
+    primary: pd.DataFrame,
+    exploratory: pd.DataFrame,
+    fgsm_eps: float,
+    alpha: float = 0.05,
+) -> str:
+    """Markdown: what ran, clean and FGSM Dice per model (seed spread), the primary analysis
+    with its seed planner, and a count of the exploratory comparisons."""
     seeds = sorted(results["seed"].unique())
     n_subjects = results["subject"].nunique()
     ran = ", ".join(sorted(set(results["precision"] + " / " + results["kernel"])))
@@ -38,8 +146,6 @@ def run_summary(results: pd.DataFrame, verdicts: pd.DataFrame, fgsm_eps: float) 
         results,
         (results["attack"] == "fgsm") & white_box & ((results["eps"] - fgsm_eps).abs() < 1e-9),
     )
-    decided = verdicts[~verdicts["verdict"].str.startswith("inconclusive")]
-    counts = verdicts["verdict"].str.replace(r" \(.*", "", regex=True).value_counts().sort_index()
     lines = [
         "# Summary of this run",
         "",
@@ -57,14 +163,6 @@ def run_summary(results: pd.DataFrame, verdicts: pd.DataFrame, fgsm_eps: float) 
         "",
         fgsm.to_markdown(index=False, disable_numparse=True),
         "",
-        "## Defences against training noise (tables/replicates.md)",
-        "",
-        ", ".join(f"{v} {k}" for k, v in counts.items()) + f" of {len(verdicts)} comparisons.",
+        *primary_section(primary, exploratory, alpha),
     ]
-    for row in decided.itertuples():
-        lines.append(
-            f"- {model_label(row.model)} is **{row.verdict}** than {model_label(row.reference)} "
-            f"under {attack_label(row.attack)} ε = {row.eps:g}, {row.region}: Δ {row.delta:+.3f} "
-            f"(seed sd {row.seed_sd:.3f}, p_adj {row.p_seeds_adj:.3g})"
-        )
     return "\n".join(lines) + "\n"

@@ -231,7 +231,8 @@ def table1(
         "attack', two-sided Wilcoxon signed-rank test (paired by subject, zero_method="
         f"{zero_method}), {correction.capitalize()}-corrected within "
         f"{_family_text(family, family_cols)} ({len(tests)} tests), p_adj ≤ {alpha:g}; raw and "
-        "adjusted p, method and zero/tie handling of each test are in the tests CSV."
+        "adjusted p, method and zero/tie handling of each test are in the tests CSV. The tests "
+        "are conditional on these trained models: subjects are the only sample."
     )
     return Table(pd.DataFrame(numeric_rows), pd.DataFrame(display_rows), tests, caption)
 
@@ -326,8 +327,9 @@ def table2(
         f"Wilcoxon signed-rank test of each model against '{names[reference_model]}' at the same "
         f"ε (paired by subject, zero_method={zero_method}), {correction.capitalize()}-adjusted "
         f"within {_family_text(family, family_cols)} ({len(tests)} tests); ↑* / ↓* : higher / "
-        f"lower than the reference with p_adj ≤ {alpha:g}. Whether a defence helps beyond "
-        "training noise: the replicates table."
+        f"lower than the reference with p_adj ≤ {alpha:g}. The tests are conditional on these "
+        "trained models (subjects are the only sample); whether a defence helps on new "
+        "patients, trained again: the primary analysis (tables/replicates.md)."
     )
     return Table(pd.DataFrame(numeric_rows), pd.DataFrame(display_rows), tests, caption)
 

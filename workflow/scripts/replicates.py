@@ -1,26 +1,38 @@
-"""Defences against the reference, tested at the level of training seeds, with verdicts."""
+"""The primary analysis (declared in the config) and the exploratory defence comparisons."""
 
 import pandas as pd
 
 from segrobust.fileio import atomic_path, write_document
 from segrobust.logs import log_to_file
-from segrobust.replicates import defence_verdicts, verdict_markdown
+from segrobust.replicates import exploratory_table, primary_analysis, replicates_markdown
 
 log = log_to_file(snakemake.log[0])
 results = pd.read_csv(snakemake.input[0], keep_default_na=False, na_values=[""])
 stats = snakemake.params.statistics
-table = defence_verdicts(
+comparisons = [tuple(c) for c in snakemake.params.comparisons]
+primary = primary_analysis(
     results,
-    conditions=[tuple(c) for c in snakemake.params.conditions],
-    correction=stats["correction"],
+    comparisons,
+    **stats["primary"],
     alpha=stats["alpha"],
+    n_boot=stats["n_boot"],
     seed=snakemake.params.seed,
+    target_power=stats["power"],
+    minimal_effect=stats["minimal_effect"],
+    non_inferiority_margin=stats["non_inferiority_margin"],
 )
-with atomic_path(snakemake.output.csv) as tmp:
-    table.to_csv(tmp, index=False)
+exploratory = exploratory_table(
+    results,
+    comparisons,
+    conditions=[tuple(c) for c in snakemake.params.conditions],
+    alpha=stats["alpha"],
+)
+for table, path in ((primary, snakemake.output.primary), (exploratory, snakemake.output.csv)):
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
 write_document(
-    verdict_markdown(table, stats["correction"], stats["alpha"]),
+    replicates_markdown(primary, exploratory, stats["alpha"]),
     snakemake.output.md,
     snakemake.output.html,
 )
-log.info("verdicts:\n%s", table["verdict"].value_counts().to_string())
+log.info("primary verdicts:\n%s", primary[["model", "delta", "p_holm", "verdict"]].to_string())

@@ -1,4 +1,5 @@
-"""The run's headline numbers (clean and FGSM Dice with seed spread, verdicts) as a page."""
+"""The run's headline numbers (clean and FGSM Dice with seed spread, the primary analysis and
+its seed planner) as a page."""
 
 import pandas as pd
 
@@ -8,7 +9,10 @@ from segrobust.summary import run_summary
 
 log = log_to_file(snakemake.log[0])
 results = pd.read_csv(snakemake.input.results, keep_default_na=False, na_values=[""])
-verdicts = pd.read_csv(snakemake.input.verdicts)
-text = run_summary(results, verdicts, snakemake.params.fgsm_eps)
+primary = pd.read_csv(snakemake.input.primary, keep_default_na=False, na_values=[""])
+exploratory = pd.read_csv(snakemake.input.exploratory)
+text = run_summary(
+    results, primary, exploratory, snakemake.params.fgsm_eps, alpha=snakemake.params.alpha
+)
 write_document(text, snakemake.output.md, snakemake.output.html)
 log.info("\n%s", text)
