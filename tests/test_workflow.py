@@ -212,6 +212,10 @@ def test_replaced_raw_file_reruns_its_subject_and_a_bad_one_fails_on_the_console
         ({"training": {"pgd_adversarial": {"epsilons": [1.5]}}}, "1.5"),
         ({"statistics": {"table1_iteration": 30}}, "statistics.table1_iteration = 30 exceeds"),
         ({"split": {"val_fraction": 0.01}}, "split.val_fraction = 0.01 puts none of the 60"),
+        (
+            {"training": {"patience": 3}, "split": {"val_fraction": 0}},
+            "training.patience = 3 stops training on validation Dice, but split.val_fraction = 0",
+        ),
         ({"data": {"source": "brats", "root": "/", "layout": "brats2019"}}, "brats2019"),
     ],
 )
