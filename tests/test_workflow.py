@@ -153,6 +153,29 @@ def test_paper_config_is_its_own_file_and_the_schema_defaults_only(tmp_path):
     assert not any(got[k] == demo[k] != want[k] for k in unset)  # no demo value leaked in
 
 
+def test_the_paper_texts_defence_sweep_is_the_one_line_of_the_fidelity_note(tmp_path):
+    """docs/paper-fidelity.md: the configs sweep ε 0.01..0.1 (Table 2's reading); its YAML line
+    appended to the paper config adds the text's 0.001..0.010 and keeps Table 2's budgets."""
+    note = (ROOT / "docs" / "paper-fidelity.md").read_text()
+    (line,) = re.findall(r"```yaml\n(.*)\n```", note)
+    root = tmp_path / "Brats17"
+    for i in range(10):
+        write_brats_subject(root, f"Brats17_F{i:02d}_1", "HGG" if i < 7 else "LGG")
+    paper = (ROOT / "config" / "brats2017.yaml").read_text()
+    (tmp_path / "text.yaml").write_text(f"{paper}\n{line}\n")
+    data = {"data": {"root": str(root)}}
+    tables = config_of_a_run(tmp_path, [ROOT / "config" / "brats2017.yaml"], data)
+    text = config_of_a_run(tmp_path, [tmp_path / "text.yaml"], data)
+    steps = [round(0.01 * k, 2) for k in range(1, 11)]
+    assert tables["attacks"]["fgsm"]["epsilons"] == steps
+    assert (
+        text["attacks"]["fgsm"]["epsilons"] == [round(0.001 * k, 3) for k in range(1, 10)] + steps
+    )
+    assert set(text["statistics"]["table2_eps"]) - {0} <= set(steps)
+    text["attacks"]["fgsm"] = tables["attacks"]["fgsm"]
+    assert text == tables  # nothing else changes
+
+
 def test_without_a_configfile_the_run_is_the_demo(tmp_path):
     (tmp_path / "config").mkdir()
     shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
