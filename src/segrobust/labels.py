@@ -31,3 +31,10 @@ def labels_to_classes(labels: np.ndarray) -> np.ndarray:
 def classes_to_labels(classes: np.ndarray) -> np.ndarray:
     """Map class indices {0,1,2,3} back to BraTS labels {0,1,2,4} (uint8)."""
     return _CLASS_TO_LABEL[classes]
+
+
+def regions_present(classes: np.ndarray) -> tuple[str, ...]:
+    """The regions (of :data:`REGIONS`, in its order) with at least one voxel in a class map."""
+    present = np.zeros(N_CLASSES, dtype=bool)
+    present[np.unique(np.asarray(classes))] = True
+    return tuple(name for name, members in REGIONS.items() if present[list(members)].any())
