@@ -20,6 +20,7 @@ from snakemake.utils import validate
 from statsmodels.stats.multitest import multipletests
 
 import segrobust
+from segrobust.model import load_model
 
 
 def snakemake(
@@ -272,7 +273,7 @@ TINY = {
     "split": {"test_fraction": 0.34, "val_fraction": 0.1},
     "model": {"base_filters": 4, "depth": 3},
     "training": {"seeds": [1, 2], "epochs": 2, "distillation": {"temperatures": [20]},
-                 "adversarial": {"epsilons": [0.05]},
+                 "patience": 1, "adversarial": {"epsilons": [0.05]},
                  "pgd_adversarial": {"epsilons": [0.05], "steps": 2}},
     "attacks": {
         "fgsm": {"epsilons": [0.03, 0.05, 0.1]},
@@ -341,6 +342,15 @@ def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
     kept = table[~skipped]
     assert (kept["hd95"] >= 0).all() and kept["nsd"].between(0, 1).all()
     assert table1[[f"hd95_{r}_mean" for r in ("WT", "TC", "ET")]].notna().all().all()
+    # every model records its stopping rule and keeps its best epoch (first best mean val Dice)
+    trained = list((results / "models").glob("*/seed*/model.pt"))
+    assert len(trained) == 12  # the 5 models and the teacher, 2 seeds each
+    for path in trained:
+        stopping = load_model(path)[1]["stopping"]
+        log = pd.read_csv(path.with_name("training_log.csv"))
+        assert (stopping["rule"], stopping["stopped_epoch"]) == ("patience", len(log)), path
+        best = int(log["val_dice_mean"].idxmax()) + 1
+        assert stopping["weights_epoch"] == log["best_epoch"].iloc[-1] == best, path
     assert planned_jobs(snakemake(workdir, "-n", "--configfile", str(config))) == {}
 
 
