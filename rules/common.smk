@@ -6,6 +6,7 @@ from snakemake.logging import logger
 
 from segrobust import data as sr_data
 from segrobust import digests as sr_digests
+from segrobust import external as sr_external
 from segrobust import layouts as sr_layouts
 from segrobust import synthetic as sr_synthetic
 
@@ -130,12 +131,17 @@ def architecture(model):
 
 def inference_settings(model):
     """How evaluation and attacks run ``model`` (segrobust.inference.wrap): `inference:` for
-    trained models; an external model's own `inference:` and input/output conventions."""
+    trained models; for an external model its conventions, from its entry and what its own
+    files declare (segrobust.external.settings)."""
     if model not in EXTERNAL:
         return config["inference"]
-    entry = EXTERNAL[model]
-    conventions = {k: entry[k] for k in ("modalities", "normalization", "output")}
-    return {**entry["inference"], **conventions}
+    return sr_external.settings(EXTERNAL[model])
+
+
+def external_files(wildcards):
+    """The files the import of an external model reads (checkpoint, or result folder / bundle
+    files): a changed file re-imports it."""
+    return sr_external.files(EXTERNAL[wildcards.model])
 SEEDS = config["training"]["seeds"]
 # one spelling of a trained replicate in every path: <model>/seed<seed>; an external model is
 # one replicate, seed0

@@ -36,11 +36,11 @@ rule import_external:
     wildcard_constraints:
         model=EXTERNAL_PATTERN,
     input:
-        checkpoint=lambda wildcards: EXTERNAL[wildcards.model]["checkpoint"],
+        unpack(external_files),
     output:
         model=f"{R}/models/{{model}}/seed0/model.pt",
     params:
-        architecture=lambda wildcards: architecture(wildcards.model),
+        entry=lambda wildcards: EXTERNAL[wildcards.model],
         code=code_digest("import_external"),
     log:
         f"{LOGS}/import_external/{{model}}.log",
