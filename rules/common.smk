@@ -61,6 +61,12 @@ _cohort_warning = sr_data.check_cohort(
 )
 if _cohort_warning:
     logger.warning(f"segrobust: {_cohort_warning}")
+if config["training"]["patience"] is not None and config["split"]["val_fraction"] == 0:
+    raise ValueError(
+        f"training.patience = {config['training']['patience']} stops training on validation "
+        "Dice, but split.val_fraction = 0 leaves no validation subjects: raise it, or set "
+        "training.patience: null for the fixed schedule of training.epochs"
+    )
 
 
 def raw_files(wildcards):
@@ -183,6 +189,7 @@ def train_settings(model, seed):
     settings = {
         "strategy": strategy,
         "epochs": train["epochs"],
+        "patience": train["patience"],
         "lr": train["lr"],
         "batch_size": train["batch_size"],
         "seed": int(seed),
@@ -195,6 +202,8 @@ def train_settings(model, seed):
         "conv_kernel": train["conv_kernel"],
         "architecture": architecture(model),
     }
+    if train["patience"] is not None:  # min_delta means nothing on the fixed schedule
+        settings["min_delta"] = train["min_delta"]
     if strategy in ("distill_teacher", "distill_student"):
         for override in train["distillation"]["overrides"]:
             if float(override["temperature"]) == temperature:

@@ -19,6 +19,7 @@ from scipy import ndimage
 from segrobust.data import (
     DataError,
     check_cohort,
+    example_subjects,
     load_subject,
     raw_checksums,
     split_subjects,
@@ -356,3 +357,25 @@ def test_cohort_too_small_for_the_statistics_is_said_up_front():
     assert check_cohort(grades, test_fraction=0.6, val_fraction=0.1, alpha=0.05) is None
     with pytest.raises(ValueError, match="split.val_fraction"):
         check_cohort(grades, test_fraction=0.3, val_fraction=0.01, alpha=0.05)
+
+
+def _preprocessed(root, name: str, classes: tuple[int, ...]):
+    """A preprocessed subject whose label map holds exactly ``classes`` besides background."""
+    (root / name).mkdir(parents=True)
+    label = np.zeros((6, 6, 4), np.uint8)
+    for i, c in enumerate(classes):
+        label[i + 1, 2, 1] = c
+    np.save(root / name / "label.npy", label)
+    np.save(root / name / "image.npy", np.zeros((4, 6, 6, 4), np.float32))
+
+
+def test_example_subjects_put_those_with_every_region_first(tmp_path):
+    kinds = {"a": (2,), "b": (1, 2), "c": (1, 2, 3), "d": (2, 3), "e": ()}  # only c, d have ET
+    for name, classes in kinds.items():
+        _preprocessed(tmp_path, name, classes)
+    assert example_subjects(list(kinds), tmp_path, 2) == ["c", "d"]
+    assert example_subjects(list(kinds), tmp_path, 4) == ["c", "d", "a", "b"]
+    assert example_subjects(["e", "b", "a"], tmp_path, 2) == ["e", "b"]  # none complete: in order
+    assert example_subjects(list(kinds), tmp_path, 0) == []
+    with pytest.raises(FileNotFoundError, match=r"missing/image\.npy"):
+        example_subjects(["missing"], tmp_path, 1)

@@ -165,3 +165,22 @@ def test_voxel_spacing_bad_metadata(tmp_path):
     meta.write_text(json.dumps({"affine": np.diag([1.0, 0.0, 1.0, 1.0]).tolist()}))
     with pytest.raises(ValueError, match="positive"):
         voxel_spacing(tmp_path)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_matches_monai_on_masks_touching_the_array_edge(seed):
+    """Exactly the numbers of MONAI's boundary voxels and distances (this module's earlier
+    implementation), also where the masks touch the array's edge."""
+    from monai.metrics import get_mask_edges, get_surface_distance
+
+    shape = (20, 18, 16)
+    pred, true = blobs(seed, 0.3, shape), blobs(seed + 10, 0.25, shape)
+    pred[0, :4, :4] = True  # on the array's edge
+    spacing = (1.5, 2.0, 2.5)
+    edges = get_mask_edges(pred, true)
+    to_true = np.asarray(get_surface_distance(*edges, spacing=spacing), float)
+    to_pred = np.asarray(get_surface_distance(*edges[::-1], spacing=spacing), float)
+    within = np.count_nonzero(to_true <= 3.0) + np.count_nonzero(to_pred <= 3.0)
+    got = surface_metrics(pred, true, spacing, 3.0)
+    assert got["hd95"] == max(np.percentile(to_true, 95), np.percentile(to_pred, 95))
+    assert got["nsd"] == within / (to_true.size + to_pred.size)

@@ -1,4 +1,5 @@
-"""Tests of the training loop: strategies, determinism, SIGKILL resumption, checkpoints, log."""
+"""Tests of the training loop: strategies, determinism, stopping rule, SIGKILL resumption,
+checkpoints, log."""
 
 import csv
 import json
@@ -116,6 +117,11 @@ def assert_same_weights(a: dict, b: dict) -> None:
         ({"conv_kernel": "im2col"}, "conv_kernel"),
         ({"architecture": {"name": "ResNet50", "kwargs": {}}}, "architecture"),
         ({"architecture": {"network": "UNet3D"}}, "architecture"),
+        ({"patience": 0}, "patience"),
+        ({"patience": 2.0}, "patience"),
+        ({"patience": 2, "min_delta": -0.01}, "min_delta"),
+        ({"patience": 2, "min_delta": math.inf}, "min_delta"),
+        ({"min_delta": 0.01}, "min_delta"),  # meaningless on the fixed schedule
     ],
 )
 def test_invalid_settings_name_the_field(changes, field):
@@ -143,6 +149,9 @@ def test_teacher_is_required_by_students_only(cohort, tmp_path):
               teacher=tmp_path / "t.pt")  # fmt: skip
     with pytest.raises(ValueError, match="train_dirs is empty"):
         train(baseline, [], [], tmp_path / "m.pt", tmp_path / "l.csv", tmp_path / "c.pt")
+    with pytest.raises(ValueError, match=r"training\.patience = 2 .* no validation subjects"):
+        train(replace(baseline, patience=2), cohort[0], [], tmp_path / "m.pt",
+              tmp_path / "l.csv", tmp_path / "c.pt")  # fmt: skip
 
 
 def test_bad_training_data_names_the_file(tmp_path):
@@ -368,9 +377,20 @@ def test_log_model_extra_and_checkpoint_after_completion(cohort, tmp_path):
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert tuple(rows[0]) == LOG_COLUMNS
     for row in rows:
-        assert all(0 <= float(row[f"val_dice_{r}"]) <= 1 for r in ("WT", "TC", "ET"))
+        dice = [float(row[f"val_dice_{r}"]) for r in ("WT", "TC", "ET")]
+        assert all(0 <= d <= 1 for d in dice)
+        assert float(row["val_dice_mean"]) == pytest.approx(sum(dice) / 3)
         assert float(row["seconds"]) > 0
+    scores = [float(row["val_dice_mean"]) for row in rows]
+    best = scores.index(max(scores)) + 1
+    assert int(rows[-1]["best_epoch"]) == best
+    assert int(rows[-1]["epochs_without_improvement"]) == 3 - best
     _, extra = load_model(tmp_path / "model.pt")
+    assert extra["stopping"] == {
+        "rule": "fixed", "patience": None, "min_delta": 0.0, "max_epochs": 3,
+        "stopped_epoch": 3, "reason": "max_epochs", "best_epoch": best,
+        "best_val_dice_mean": scores[best - 1], "weights_epoch": 3,
+    }  # fmt: skip
     assert extra["settings"] == asdict(settings)
     assert extra["evaluation_temperature"] == 1.0 and extra["teacher"] is None
     assert [row["epoch"] for row in extra["log"]] == [1, 2, 3]
@@ -381,7 +401,11 @@ def test_log_model_extra_and_checkpoint_after_completion(cohort, tmp_path):
     )
     line = epoch_line(extra["log"], 3)
     assert line.startswith("epoch 3/3  loss ") and "val Dice WT " in line
+    assert f"mean {scores[2]:.3f}  best epoch {best}  " in line
     assert line.endswith("~0 s left")
+    line = epoch_line(extra["log"], 5, patience=4)
+    assert f"best epoch {best}, {3 - best}/4 without improvement" in line
+    assert line.endswith(f"<= {2 * np.mean([r['seconds'] for r in extra['log']]):.0f} s left")
     first = extra["log"][0]
     assert epoch_line([first], 3).endswith(f"~{2 * first['seconds']:.0f} s left")
     assert load_checkpoint(tmp_path / "ckpt.pt")["epoch"] == 3  # kept for a killed job's retry
@@ -389,6 +413,35 @@ def test_log_model_extra_and_checkpoint_after_completion(cohort, tmp_path):
     (tmp_path / "model.pt").unlink()  # as Snakemake does before retrying a failed job
     assert_same_weights(weights, run(settings, cohort, tmp_path))
     assert read_log(tmp_path / "log.csv") == rows  # no epoch trained again
+
+
+def test_patience_stops_and_keeps_the_best_epochs_weights(cohort, tmp_path):
+    settings = TrainSettings(strategy="baseline", patience=2, **(TINY | {"epochs": 30}))
+    weights = run(settings, cohort, tmp_path / "patience")
+    rows = read_log(tmp_path / "patience" / "log.csv")
+    scores = [float(r["val_dice_mean"]) for r in rows]
+    best = scores.index(max(scores)) + 1
+    assert len(rows) == best + 2 < 30, scores  # stopped 2 epochs after its best
+    for k in range(1, len(scores)):  # and no earlier: the best so far was never 2 epochs old
+        assert k - (scores.index(max(scores[:k])) + 1) < 2, scores[:k]
+    assert [int(r["best_epoch"]) for r in rows][-3:] == [best] * 3
+    _, extra = load_model(tmp_path / "patience" / "model.pt")
+    assert extra["stopping"] | {"best_val_dice_mean": None} == {
+        "rule": "patience", "patience": 2, "min_delta": 0.0, "max_epochs": 30,
+        "stopped_epoch": best + 2, "reason": "patience", "best_epoch": best,
+        "best_val_dice_mean": None, "weights_epoch": best,
+    }  # fmt: skip
+    # the best epoch's weights: those of the fixed schedule stopped at that epoch
+    assert_same_weights(weights, run(replace(settings, patience=None, epochs=best), cohort,
+                                     tmp_path / "fixed"))  # fmt: skip
+    last = run(replace(settings, patience=None, epochs=best + 2), cohort, tmp_path / "last")
+    assert any(not torch.equal(weights[k], last[k]) for k in weights)
+
+    # min_delta: an improvement must exceed it; the maximum number of epochs still applies
+    run(replace(settings, min_delta=1.0), cohort, tmp_path / "delta")
+    assert [int(r["best_epoch"]) for r in read_log(tmp_path / "delta" / "log.csv")] == [1] * 3
+    run(replace(settings, patience=5, epochs=2), cohort, tmp_path / "max")
+    assert load_model(tmp_path / "max" / "model.pt")[1]["stopping"]["reason"] == "max_epochs"
 
 
 @pytest.mark.parametrize(
@@ -469,31 +522,53 @@ train(settings, sys.argv[2].split(","), sys.argv[3].split(","), out + "/model.pt
 
 @pytest.mark.parametrize(
     "strategy",
-    [{"strategy": "noise"}, PGD | {"update": "sequential"}],  # random starts: seeded per epoch
+    [
+        {"strategy": "noise"},
+        PGD | {"update": "sequential"},  # random starts: seeded per epoch
+        # stops after epoch 4 of 6 (epoch 1 stays the best) and keeps epoch 1's weights; killed
+        # after epoch 2 or 3, so the checkpoint must carry the best weights and the rule's state
+        {"strategy": "baseline", "patience": 3, "min_delta": 1.0, "epochs": 6},
+    ],
 )
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(cohort, tmp_path, strategy):
-    settings = TrainSettings(epochs=4, lr=3e-3, architecture=NET, **strategy)
+    settings = TrainSettings(**({"epochs": 4, "lr": 3e-3, "architecture": NET} | strategy))
+    stop = settings.epochs if settings.patience is None else 1 + settings.patience
+    kill_after = 1 if settings.patience is None else 2  # epochs done
     out = tmp_path / "killed"
     out.mkdir()
     args = [sys.executable, "-c", _CHILD, str(out), *(",".join(map(str, c)) for c in cohort),
             json.dumps(asdict(settings))]  # fmt: skip
     child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while not (out / "ckpt.pt").exists():
+    # log.csv is written (atomically) right after each epoch's checkpoint
+    while not ((out / "log.csv").exists() and len(read_log(out / "log.csv")) >= kill_after):
         assert child.poll() is None, child.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint within 60 s"
+        assert time.monotonic() < deadline, f"no checkpoint of epoch {kill_after} within 60 s"
         time.sleep(0.002)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL
     assert not (out / "model.pt").exists(), "training finished before the kill"
     done = load_checkpoint(out / "ckpt.pt")["epoch"]
-    assert 1 <= done < settings.epochs
+    assert kill_after <= done < stop
     killed_checkpoint = (out / "ckpt.pt").read_bytes()
 
     resumed = run(settings, cohort, out)
-    assert [int(r["epoch"]) for r in read_log(out / "log.csv")] == list(range(1, 5))
-    assert_same_weights(resumed, run(settings, cohort, tmp_path / "uninterrupted"))
+    uninterrupted = run(settings, cohort, tmp_path / "uninterrupted")
+    assert_same_weights(resumed, uninterrupted)
+    log = read_log(out / "log.csv")
+    assert [int(r["epoch"]) for r in log] == list(range(1, stop + 1))
+    without_time = [{k: v for k, v in r.items() if k != "seconds"} for r in log]
+    assert without_time == [
+        {k: v for k, v in r.items() if k != "seconds"}
+        for r in read_log(tmp_path / "uninterrupted" / "log.csv")
+    ]
+    stopping = load_model(out / "model.pt")[1]["stopping"]
+    assert stopping == load_model(tmp_path / "uninterrupted" / "model.pt")[1]["stopping"]
+    if settings.patience is not None:  # the kept weights are epoch 1's, not the last epoch's
+        assert stopping["weights_epoch"] == 1
+        first = replace(settings, patience=None, min_delta=0.0, epochs=1)
+        assert_same_weights(resumed, run(first, cohort, tmp_path / "first"))
 
     # a checkpoint of other settings (here: fewer epochs) is ignored, not resumed
     stale = tmp_path / "stale"

@@ -21,6 +21,7 @@ from snakemake.utils import validate
 from statsmodels.stats.multitest import multipletests
 
 import segrobust
+from segrobust.model import load_model
 from segrobust.tables import model_label
 
 
@@ -155,6 +156,29 @@ def test_paper_config_is_its_own_file_and_the_schema_defaults_only(tmp_path):
     assert not any(got[k] == demo[k] != want[k] for k in unset)  # no demo value leaked in
 
 
+def test_the_paper_texts_defence_sweep_is_the_one_line_of_the_fidelity_note(tmp_path):
+    """docs/paper-fidelity.md: the configs sweep ε 0.01..0.1 (Table 2's reading); its YAML line
+    appended to the paper config adds the text's 0.001..0.010 and keeps Table 2's budgets."""
+    note = (ROOT / "docs" / "paper-fidelity.md").read_text()
+    (line,) = re.findall(r"```yaml\n(.*)\n```", note)
+    root = tmp_path / "Brats17"
+    for i in range(10):
+        write_brats_subject(root, f"Brats17_F{i:02d}_1", "HGG" if i < 7 else "LGG")
+    paper = (ROOT / "config" / "brats2017.yaml").read_text()
+    (tmp_path / "text.yaml").write_text(f"{paper}\n{line}\n")
+    data = {"data": {"root": str(root)}}
+    tables = config_of_a_run(tmp_path, [ROOT / "config" / "brats2017.yaml"], data)
+    text = config_of_a_run(tmp_path, [tmp_path / "text.yaml"], data)
+    steps = [round(0.01 * k, 2) for k in range(1, 11)]
+    assert tables["attacks"]["fgsm"]["epsilons"] == steps
+    assert (
+        text["attacks"]["fgsm"]["epsilons"] == [round(0.001 * k, 3) for k in range(1, 10)] + steps
+    )
+    assert set(text["statistics"]["table2_eps"]) - {0} <= set(steps)
+    text["attacks"]["fgsm"] = tables["attacks"]["fgsm"]
+    assert text == tables  # nothing else changes
+
+
 def test_without_a_configfile_the_run_is_the_demo(tmp_path):
     (tmp_path / "config").mkdir()
     shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
@@ -214,6 +238,10 @@ def test_replaced_raw_file_reruns_its_subject_and_a_bad_one_fails_on_the_console
         ({"training": {"pgd_adversarial": {"epsilons": [1.5]}}}, "1.5"),
         ({"statistics": {"table1_iteration": 30}}, "statistics.table1_iteration = 30 exceeds"),
         ({"split": {"val_fraction": 0.01}}, "split.val_fraction = 0.01 puts none of the 60"),
+        (
+            {"training": {"patience": 3}, "split": {"val_fraction": 0}},
+            "training.patience = 3 stops training on validation Dice, but split.val_fraction = 0",
+        ),
         ({"data": {"source": "brats", "root": "/", "layout": "brats2019"}}, "brats2019"),
         ({"data": {"synthetic": {"shape": [32, 32, 32]}}}, "data.synthetic (anatomy: template)"),
         (
@@ -257,7 +285,7 @@ TINY = {
     "split": {"test_fraction": 0.34, "val_fraction": 0.1},
     "model": {"base_filters": 4, "depth": 3},
     "training": {"seeds": [1, 2], "epochs": 2, "distillation": {"temperatures": [20]},
-                 "adversarial": {"epsilons": [0.05]},
+                 "patience": 1, "adversarial": {"epsilons": [0.05]},
                  "pgd_adversarial": {"epsilons": [0.05], "steps": 2}},
     "attacks": {
         "fgsm": {"epsilons": [0.03, 0.05, 0.1]},
@@ -326,6 +354,15 @@ def test_whole_dag_writes_every_output_and_plans_nothing_after(tiny_run):
     kept = table[~skipped]
     assert (kept["hd95"] >= 0).all() and kept["nsd"].between(0, 1).all()
     assert table1[[f"hd95_{r}_mean" for r in ("WT", "TC", "ET")]].notna().all().all()
+    # every model records its stopping rule and keeps its best epoch (first best mean val Dice)
+    trained = list((results / "models").glob("*/seed*/model.pt"))
+    assert len(trained) == 12  # the 5 models and the teacher, 2 seeds each
+    for path in trained:
+        stopping = load_model(path)[1]["stopping"]
+        log = pd.read_csv(path.with_name("training_log.csv"))
+        assert (stopping["rule"], stopping["stopped_epoch"]) == ("patience", len(log)), path
+        best = int(log["val_dice_mean"].idxmax()) + 1
+        assert stopping["weights_epoch"] == log["best_epoch"].iloc[-1] == best, path
     assert planned_jobs(snakemake(workdir, "-n", "--configfile", str(config))) == {}
 
 

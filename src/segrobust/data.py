@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from segrobust.fileio import atomic_path, sha256_file
-from segrobust.labels import BRATS_LABELS, MODALITIES
+from segrobust.labels import BRATS_LABELS, MODALITIES, REGIONS, regions_present
 
 FILE_KINDS: tuple[str, ...] = (*MODALITIES, "seg")
 # Affines of the four modalities and the label map must agree to this tolerance (mm).
@@ -284,6 +284,20 @@ def read_split(path: str | Path, which: str) -> list[str]:
     if not {"subject", "split"} <= set(table.columns):
         raise ValueError(f"{path}: a split table needs the columns subject and split")
     return sorted(table.loc[table["split"] == which, "subject"])
+
+
+def example_subjects(subjects: list[str], preprocessed: str | Path, n: int) -> list[str]:
+    """The ``n`` test subjects whose perturbed inputs are saved and drawn (Figs. 1 and 5).
+
+    Subjects whose true labels hold every region (WT, TC, ET: an LGG without enhancing tumour
+    does not) come first, each group in the order of ``subjects``, so the figures can show all
+    three regions whenever a test subject has them.
+    """
+    complete = [
+        s for s in subjects
+        if regions_present(open_volume(Path(preprocessed) / s).label) == tuple(REGIONS)
+    ]  # fmt: skip
+    return (complete + [s for s in subjects if s not in complete])[:n]
 
 
 @dataclass(frozen=True)

@@ -61,3 +61,10 @@ def modality_of(name: str) -> str | None:
 def region_of(name: str) -> str | None:
     """The region (TC, WT or ET) a channel name means, None when unknown."""
     return _canonical(name, REGION_ALIASES)
+
+
+def regions_present(classes: np.ndarray) -> tuple[str, ...]:
+    """The regions (of :data:`REGIONS`, in its order) with at least one voxel in a class map."""
+    present = np.zeros(N_CLASSES, dtype=bool)
+    present[np.unique(np.asarray(classes))] = True
+    return tuple(name for name, members in REGIONS.items() if present[list(members)].any())

@@ -2,7 +2,11 @@
 
 Each montage takes 3D volumes and shows one axial slice of one modality in grey with the class
 map on top; all panels of a montage share the clean slice's grey window, so a visible change is
-a real change. Styling and saving are those of :mod:`segrobust.plots` (:func:`plots.with_style`,
+a real change. Fig. 5 zooms every panel onto the tumour (the box around all true and predicted
+tumour of the slice, plus a margin) and outlines the regions of voxels whose predicted class the
+attack changes in black on a thin white halo, along voxel edges, so that they stay visible at
+print size. Styling
+and saving are those of :mod:`segrobust.plots` (:func:`plots.with_style`,
 :func:`plots.save_figure`).
 """
 
@@ -12,16 +16,19 @@ from dataclasses import dataclass
 
 import matplotlib as mpl
 import numpy as np
+from matplotlib import patheffects
 from matplotlib.axes import Axes
+from matplotlib.collections import LineCollection
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from segrobust.labels import MODALITIES, N_CLASSES
+from segrobust.labels import MODALITIES, N_CLASSES, REGIONS, regions_present
 from segrobust.metrics import dice_regions
 from segrobust.plots import OKABE_ITO, new_figure, with_style
 from segrobust.statistics import CLEAN_ATTACK
-from segrobust.tables import REGION_NAMES, attack_label, model_label
+from segrobust.tables import attack_label, model_label
 
 # Network classes 1..3 (BraTS labels 1, 2, 4); class 0 (background) is left transparent.
 CLASS_COLOURS: dict[int, str] = {
@@ -31,6 +38,11 @@ CLASS_COLOURS: dict[int, str] = {
 }
 CLASS_NAMES: dict[int, str] = {1: "NCR/NET (label 1)", 2: "ED (label 2)", 3: "ET (label 4)"}
 _OVERLAY_ALPHA = 0.6
+# the outline of changed voxels: black on a thin white halo, readable on every class colour and
+# on the grey image
+_OUTLINE = {"color": OKABE_ITO["black"], "linewidth": 0.7}
+_HALO = {"color": "white", "linewidth": 1.6}
+_PANEL_INCH = 0.95  # side of one Fig. 5 panel
 
 
 # --------------------------------------------------------------------------- image figures
@@ -95,27 +107,46 @@ class SliceChoice:
         return f"{where}: {self.changed} voxels change predicted class (all models{tie})"
 
 
+def complete_slices(truth: np.ndarray, axis: int = 2) -> np.ndarray:
+    """Per slice along ``axis``: whether the true class map holds every region (WT, TC, ET)."""
+    truth = np.asarray(truth)
+    if truth.ndim != 3:
+        raise ValueError(f"truth must be a 3D class map, got shape {truth.shape}")
+    slices = np.moveaxis(truth, axis, 0)
+    return np.array([regions_present(s) == tuple(REGIONS) for s in slices])
+
+
 def most_changed_slice(
-    candidates: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], axis: int = 2
+    candidates: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
+    axis: int = 2,
+    truths: Mapping[str, np.ndarray] | None = None,
 ) -> SliceChoice:
     """The subject and slice where the attack changes the predicted segmentation most.
 
     ``candidates`` maps each example subject to (clean prediction, adversarial prediction) pairs,
     one per model; a slice's score is the number of voxels whose predicted class differs, summed
-    over the models. Ties go to the first subject (in ``candidates``' order) and the lowest slice,
-    and are counted. Without any change: the first subject's slice with most predicted tumour.
+    over the models. With the subjects' true class maps (``truths``), only subjects whose truth
+    holds all three regions compete if any does, and within a subject only the slices that show
+    all three if it has any (:func:`complete_slices`), so the Dice of every region means
+    something in the figure. Ties go to the first subject (in ``candidates``' order) and the
+    lowest slice, and are counted. Without any change: the first subject's slice with most
+    predicted tumour.
     """
     if not candidates or not all(candidates.values()):
         raise ValueError("candidates must give at least one subject, each with prediction pairs")
-    scores = {
-        subject: sum(changed_voxels(c, a, axis) for c, a in pairs)
-        for subject, pairs in candidates.items()
-    }
+    if truths is not None:
+        complete = [s for s in candidates if regions_present(truths[s]) == tuple(REGIONS)]
+        candidates = {s: candidates[s] for s in complete} if complete else candidates
+    scores = {}
+    for subject, pairs in candidates.items():
+        score = sum(changed_voxels(c, a, axis) for c, a in pairs)
+        allowed = None if truths is None else complete_slices(truths[subject], axis)
+        scores[subject] = score if allowed is None or not allowed.any() else score * allowed
     best = max(int(v.max()) for v in scores.values())
     if best == 0:
         subject, pairs = next(iter(candidates.items()))
-        clean = np.asarray(pairs[0][0])
-        index = tumour_slice(clean, axis) if clean.any() else clean.shape[axis % 3] // 2
+        shown = np.asarray(pairs[0][0] if truths is None else truths[subject])
+        index = tumour_slice(shown, axis) if shown.any() else shown.shape[axis % 3] // 2
         return SliceChoice(subject, index, 0, 0)
     hits = [(s, int(i)) for s, v in scores.items() for i in np.flatnonzero(v == best)]
     return SliceChoice(hits[0][0], hits[0][1], best, len(hits) - 1)
@@ -185,12 +216,17 @@ def _window(image2d: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
-def _class_legend(fig: Figure, loc: str) -> None:
+def _class_legend(fig: Figure, loc: str, changed: bool = False, ncols: int | None = None) -> None:
     handles = [
         Patch(facecolor=CLASS_COLOURS[c], alpha=_OVERLAY_ALPHA, label=CLASS_NAMES[c])
         for c in range(1, N_CLASSES)
     ]
-    fig.legend(handles=handles, loc=loc, ncols=len(handles), frameon=False)
+    if changed:
+        halo = [patheffects.withStroke(linewidth=_HALO["linewidth"], foreground="white")]
+        handles.append(
+            Line2D([], [], label="class changed by the attack", path_effects=halo, **_OUTLINE)
+        )
+    fig.legend(handles=handles, loc=loc, ncols=ncols or len(handles), frameon=False)
 
 
 def _wrap(text: str, width: int = 18) -> str:
@@ -239,6 +275,59 @@ def figure1(
     return fig
 
 
+def voxel_outline(mask2d: np.ndarray) -> np.ndarray:
+    """Line segments (N, 2, 2) in imshow's (x, y) pixel coordinates along the edges between
+    pixels in ``mask2d`` and pixels outside it (or outside the image)."""
+    mask2d = np.pad(np.asarray(mask2d, dtype=bool), 1)
+    segments = []
+    rows, cols = np.nonzero(mask2d[1:, :] != mask2d[:-1, :])  # between rows r-1 and r
+    segments += [((c - 1.5, r - 0.5), (c - 0.5, r - 0.5)) for r, c in zip(rows, cols, strict=True)]
+    rows, cols = np.nonzero(mask2d[:, 1:] != mask2d[:, :-1])  # between columns c-1 and c
+    segments += [((c - 0.5, r - 1.5), (c - 0.5, r - 0.5)) for r, c in zip(rows, cols, strict=True)]
+    return np.array(segments, dtype=float).reshape(-1, 2, 2)
+
+
+def _outline(ax: Axes, mask2d: np.ndarray) -> None:
+    """Draw the outline of ``mask2d`` (see the module docstring), above the image."""
+    segments = voxel_outline(mask2d)
+    for style, zorder in ((_HALO, 3), (_OUTLINE, 4)):  # every halo below every line
+        lines = LineCollection(segments, capstyle="projecting", zorder=zorder, **style)
+        ax.add_collection(lines, autolim=False)
+
+
+def zoom_box(masks2d: Sequence[np.ndarray], margin: float = 0.15) -> tuple[slice, slice]:
+    """A square (where the slice allows) box of (rows, columns) around every nonzero pixel of
+    ``masks2d``, widened by ``margin`` of the slice's longer side on each side (at least 2
+    pixels) and clipped to the slice; the whole slice when all masks are empty."""
+    union = np.any([np.asarray(m) > 0 for m in masks2d], axis=0)
+    if not union.any():
+        return slice(0, union.shape[0]), slice(0, union.shape[1])
+    pad = max(2, round(margin * max(union.shape)))
+    spans = [np.flatnonzero(union.any(axis=1 - a)) for a in (0, 1)]
+    side = max(int(s[-1] - s[0]) + 1 for s in spans) + 2 * pad
+    box = []
+    for span, n in zip(spans, union.shape, strict=True):
+        size = min(side, n)
+        start = min(max((int(span[0]) + int(span[-1]) + 1 - size) // 2, 0), n - size)
+        box.append(slice(start, start + size))
+    return box[0], box[1]
+
+
+def _zoom(ax: Axes, box: tuple[slice, slice]) -> None:
+    rows, cols = box
+    ax.set_xlim(cols.start - 0.5, cols.stop - 0.5)
+    ax.set_ylim(rows.stop - 0.5, rows.start - 0.5)  # imshow: row 0 on top
+
+
+def _dice_title(scores: Mapping[str, float]) -> str:
+    return "/".join(f"{scores[r]:.2f}" for r in REGIONS)
+
+
+def _corner_label(ax: Axes, text: str) -> None:
+    ax.text(0.04, 0.96, text, transform=ax.transAxes, ha="left", va="top", color="white",
+            bbox={"facecolor": "black", "alpha": 0.6, "pad": 1.5, "linewidth": 0})  # fmt: skip
+
+
 @with_style
 def figure5(
     image: np.ndarray,
@@ -248,7 +337,6 @@ def figure5(
     *,
     eps: float = 0.03,
     attack: str = "fgsm",
-    region: str = "ET",
     reference_model: str = "baseline",
     modality: str = "flair",
     slice_index: int | None = None,
@@ -260,10 +348,11 @@ def figure5(
     Columns: true labels, then one per model (in ``adversarial``'s order). Top row: true labels
     and each model's prediction on the clean ``image``; middle row: the clean image and each
     model's adversarial input (``attack`` at ``eps``); bottom row: true labels and each model's
-    prediction on its adversarial input. Titles give the 3D Dice of ``region`` (default ET) and,
-    at the bottom, how many voxels of the shown slice change predicted class. ``slice_index=None``
-    takes the slice with most true tumour (:func:`most_changed_slice` picks one where the attack
-    shows); ``note`` (e.g. :meth:`SliceChoice.describe`) heads the title.
+    prediction on its adversarial input, the voxels whose predicted class the attack changes
+    outlined. Titles give the 3D Dice of WT/TC/ET of the subject and, at the bottom, how many
+    voxels of the shown slice change class. ``slice_index=None`` takes the slice with most true
+    tumour (:func:`most_changed_slice` picks one where the attack shows); ``note`` (e.g.
+    :meth:`SliceChoice.describe`) heads the title.
     """
     if not adversarial:
         raise ValueError("adversarial must hold at least one model")
@@ -280,14 +369,14 @@ def figure5(
     truth2d = _axial(truth, slice_index, axis)
     window = _window(clean2d)
     ncols = 1 + len(adversarial)
-    fig = new_figure((0.98 * ncols + 0.35, 4.6))
+    width = max(_PANEL_INCH * ncols + 1.0, 3.6)  # room for the row labels, title and legend
+    fig = new_figure((width, 3 * _PANEL_INCH + 2.0))
     axes = fig.subplots(3, ncols, squeeze=False)
-    _show(axes[0, 0], clean2d, window, truth2d)
-    axes[0, 0].set_title("True labels\n")
+    for row in (0, 2):
+        _show(axes[row, 0], clean2d, window, truth2d)
+        axes[row, 0].set_title("True labels", fontsize=8)
     _show(axes[1, 0], clean2d, window)
-    axes[1, 0].set_title("Original image")
-    _show(axes[2, 0], clean2d, window, truth2d)
-    axes[2, 0].set_title("True labels\n")
+    _corner_label(axes[1, 0], "original")
     for col, (model, ex) in enumerate(adversarial.items(), start=1):
         adv = _channel(ex.image, modality, f"adversarial image of {model!r}")
         pred_clean = _check_class_map(
@@ -296,33 +385,44 @@ def figure5(
         pred_adv = _check_class_map(
             ex.prediction, clean.shape, f"adversarial prediction of {model!r}"
         )
-        d_clean = dice_regions(pred_clean, truth)[region]
-        d_adv = dice_regions(pred_adv, truth)[region]
-        _show(axes[0, col], clean2d, window, _axial(pred_clean, slice_index, axis))
+        clean_slice = _axial(pred_clean, slice_index, axis)
+        adv_slice = _axial(pred_adv, slice_index, axis)
+        label = _wrap(_short_model_label(model, reference_model), 16)
+        _show(axes[0, col], clean2d, window, clean_slice)
         axes[0, col].set_title(
-            f"{_wrap(_short_model_label(model, reference_model), 16)}\n{region} {d_clean:.2f}"
+            f"{label}\n{_dice_title(dice_regions(pred_clean, truth))}", fontsize=8
         )
         _show(axes[1, col], _axial(adv, slice_index, axis), window)
-        _show(
-            axes[2, col],
-            _axial(adv, slice_index, axis),
-            window,
-            _axial(pred_adv, slice_index, axis),
+        _show(axes[2, col], _axial(adv, slice_index, axis), window, adv_slice)
+        changed = clean_slice != adv_slice
+        _outline(axes[2, col], changed)
+        axes[2, col].set_title(
+            f"{_dice_title(dice_regions(pred_adv, truth))}\n{np.count_nonzero(changed)} changed",
+            fontsize=8,
         )
-        changed = np.count_nonzero(
-            _axial(pred_clean, slice_index, axis) != _axial(pred_adv, slice_index, axis)
-        )
-        axes[2, col].set_title(f"{region} {d_adv:.2f}\n{changed} changed")
-    axes[0, 0].set_ylabel("Clean input")
-    axes[1, 0].set_ylabel(f"{attack_label(attack)} ε = {eps:g}")
-    axes[2, 0].set_ylabel("On adversarial input")
+    box = zoom_box(
+        [
+            truth2d,
+            *(_axial(m, slice_index, axis) for m in clean_predictions.values()),
+            *(_axial(ex.prediction, slice_index, axis) for ex in adversarial.values()),
+        ]
+    )
+    for ax in axes.flat:
+        _zoom(ax, box)
+    row_labels = (
+        "Clean\ninput",
+        f"Input\n({modality.upper()})",
+        f"{attack_label(attack)}\nε = {eps:g}",
+    )
+    for ax, text in zip(axes[:, 0], row_labels, strict=True):
+        ax.set_ylabel(text, rotation=0, ha="right", va="center", labelpad=4)
     dice_note = (
-        f"Dice of {REGION_NAMES.get(region, region)} ({region}) in each title; bottom: voxels of "
-        "this slice whose predicted class the attack changes"
+        f"Titles: Dice {'/'.join(REGIONS)} on this subject (3D). Middle row: each model's own "
+        f"adversarial input; bottom: its prediction there, voxels that change class outlined"
     )
     title = f"{note}. {dice_note}" if note else dice_note
-    fig.suptitle(_wrap(title, int(10 * fig.get_figwidth())))  # about 10 characters an inch
-    _class_legend(fig, "outside lower center")
+    fig.suptitle(_wrap(title, int(13 * width)))  # about 13 characters an inch
+    _class_legend(fig, "outside lower center", changed=True, ncols=4 if width > 6.5 else 2)
     return fig
 
 

@@ -60,10 +60,13 @@ synthetic 128 × 128 × 83 subjects); TorchIO's defaults (motion 10°/10 mm, gho
 """
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torchio as tio
+
+if TYPE_CHECKING:  # imported where used: only jobs that run these artefacts pay its import
+    import torchio as tio
 
 PERTURBATIONS: tuple[str, ...] = (
     "motion",
@@ -146,7 +149,9 @@ def pseudo_magnitude(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return ((image - low + 1) * mask).astype(np.float32)
 
 
-def _torchio_transform(kind: str, params: dict) -> tio.Transform:
+def _torchio_transform(kind: str, params: dict) -> "tio.Transform":
+    import torchio as tio
+
     if kind == "motion":
         return tio.RandomMotion(
             degrees=params["degrees"],
@@ -202,8 +207,10 @@ def perturb(
         sigma = params["std"] * np.array([channel[mask].std() for channel in image])
         corrupted = _noise(magnitude, sigma, seed, rician=kind == "rician_noise")
     else:
+        from torchio import ScalarImage
+
         affine = np.diag([*voxel_mm, 1.0])
-        subject = tio.ScalarImage(tensor=torch.from_numpy(magnitude), affine=affine)
+        subject = ScalarImage(tensor=torch.from_numpy(magnitude), affine=affine)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             corrupted = _torchio_transform(kind, params)(subject).data.numpy()

@@ -19,6 +19,12 @@ after each epoch (model, optimiser, epoch, log, settings; atomic) needs no RNG s
 run killed at any point ends with bitwise the same weights on CPU as an uninterrupted one. The
 caller's global torch RNG state is restored on return. On CUDA cuDNN/atomics may still differ
 run to run.
+
+Stopping: ``patience`` and ``min_delta`` choose the rule of :mod:`segrobust.stopping` (None =
+the fixed schedule of ``epochs``; else stop when the mean validation Dice stops improving and
+keep the best epoch's weights). The log rows carry the score, the best epoch so far and the
+epochs without improvement, and the checkpoint also carries the best weights, so a killed run
+resumes the rule where it stopped.
 """
 
 import csv
@@ -51,6 +57,13 @@ from segrobust.model import (
     select_device,
     use_amp,
 )
+from segrobust.stopping import (
+    should_stop,
+    stopping_line,
+    stopping_record,
+    stopping_state,
+    validation_score,
+)
 from segrobust.strategies import (
     EXAMPLE_MODES,
     UPDATES,
@@ -79,10 +92,13 @@ LOG_COLUMNS: tuple[str, ...] = (
     "epoch",
     "train_loss",
     *(f"val_dice_{region}" for region in REGIONS),
+    "val_dice_mean",
+    "best_epoch",
+    "epochs_without_improvement",
     "seconds",
 )
-CHECKPOINT_FORMAT = 1
-_CHECKPOINT_KEYS = {"format", "fingerprint", "epoch", "model", "optimizer", "log"}
+CHECKPOINT_FORMAT = 2  # 2: best weights ("best_model") and the stopping columns of the log
+_CHECKPOINT_KEYS = {"format", "fingerprint", "epoch", "model", "best_model", "optimizer", "log"}
 _INIT_STREAM, _EPOCH_STREAM = 0, 1
 
 
@@ -101,6 +117,8 @@ class TrainSettings:
     (else 0, 0 and true); ``alpha`` weighs the clean loss, ``update`` chooses the two-pass
     scheme of the adversarial strategies and ``noise``, ``example_mode`` the network mode
     adversarial examples are crafted in (module docstring).
+    ``patience`` (None = the fixed schedule of ``epochs``) and ``min_delta`` (0 unless
+    ``patience`` is set): the stopping rule, ``epochs`` then being the maximum (module docstring).
     ``amp``: "auto" = bf16 autocast on CUDA and on CPUs with native bf16, else float32; "on" =
     bf16 everywhere; "off". ``conv_kernel``: what runs float32 CPU convolutions
     (:mod:`segrobust.kernels`). ``architecture``: the network, ``{name, kwargs}``
@@ -110,6 +128,8 @@ class TrainSettings:
     strategy: str
     epochs: int
     lr: float
+    patience: int | None = None
+    min_delta: float = 0.0
     batch_size: int = 1
     seed: int = 0
     loss_variant: str = "with_background"
@@ -134,6 +154,11 @@ class TrainSettings:
         _check_choice("strategy", self.strategy, STRATEGIES)
         _check_int("epochs", self.epochs, 1)
         _check_real("lr", self.lr, "> 0", self.lr > 0)
+        if self.patience is not None:
+            _check_int("patience", self.patience, 1)
+        _check_real("min_delta", self.min_delta, ">= 0", self.min_delta >= 0)
+        if self.patience is None and self.min_delta != 0:
+            _invalid("min_delta", self.min_delta, "must be 0 unless patience is set")
         _check_int("batch_size", self.batch_size, 1)
         _check_int("seed", self.seed, 0)
         _check_choice("loss_variant", self.loss_variant, LOSS_VARIANTS)
@@ -299,12 +324,15 @@ def load_checkpoint(path: str | Path) -> dict:
             f"training checkpoint {path} is corrupt or unreadable ({type(err).__name__}: {err}); "
             "delete it to restart training from scratch"
         ) from err
-    if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= state.keys():
+    if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{path} is not a segrobust training checkpoint")
     if state["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(
-            f"{path} has checkpoint format {state['format']}, expected {CHECKPOINT_FORMAT}"
+            f"{path} has checkpoint format {state['format']}, expected {CHECKPOINT_FORMAT}: "
+            "delete it to restart training from scratch"
         )
+    if not _CHECKPOINT_KEYS <= state.keys():
+        raise CheckpointError(f"{path} is not a segrobust training checkpoint")
     return state
 
 
@@ -321,14 +349,19 @@ def write_log(path: str | Path, rows: Sequence[Mapping[str, float]]) -> None:
         writer.writerows(rows)
 
 
-def epoch_line(log: Sequence[Mapping[str, float]], epochs: int) -> str:
-    """One progress line for the last epoch of ``log``: loss, validation Dice, time, time left."""
+def epoch_line(log: Sequence[Mapping[str, float]], epochs: int, patience: int | None = None) -> str:
+    """One progress line for the last epoch of ``log``: loss, validation Dice, the stopping
+    rule's state, time and time left (at most, under a patience rule)."""
     row = log[-1]
     dice = " ".join(f"{r} {row[f'val_dice_{r}']:.3f}" for r in REGIONS)
     left = (epochs - row["epoch"]) * float(np.mean([r["seconds"] for r in log]))
+    rule = f"best epoch {row['best_epoch']}"
+    if patience is not None:
+        rule += f", {row['epochs_without_improvement']}/{patience} without improvement"
     return (
-        f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  val Dice {dice}  "
-        f"{row['seconds']:.1f} s  ~{left:.0f} s left"
+        f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  val Dice {dice} "
+        f"mean {row['val_dice_mean']:.3f}  {rule}  {row['seconds']:.1f} s  "
+        f"{'~' if patience is None else '<= '}{left:.0f} s left"
     )
 
 
@@ -418,9 +451,15 @@ def _load_teacher(path: Path, settings: TrainSettings, device: torch.device) -> 
     return teacher.requires_grad_(False)
 
 
-def _check_inputs(settings: TrainSettings, train_dirs, teacher) -> None:
+def _check_inputs(settings: TrainSettings, train_dirs, val_dirs, teacher) -> None:
     if not train_dirs:
         raise ValueError("train_dirs is empty: training needs at least one subject")
+    if settings.patience is not None and not val_dirs:
+        raise ValueError(
+            f"training.patience = {settings.patience} stops training on validation Dice, but "
+            "there are no validation subjects: set split.val_fraction > 0, or patience: null "
+            "for the fixed schedule of training.epochs"
+        )
     if settings.strategy == "distill_student" and teacher is None:
         raise ValueError("strategy 'distill_student' needs a teacher model file (teacher=...)")
     if settings.strategy != "distill_student" and teacher is not None:
@@ -429,18 +468,23 @@ def _check_inputs(settings: TrainSettings, train_dirs, teacher) -> None:
 
 def _restore(
     checkpoint: Path, fingerprint: dict, model: nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[int, list[dict]]:
-    """Load ``checkpoint`` into model and optimiser if it matches; return (epochs done, log)."""
+) -> tuple[int, list[dict], dict | None]:
+    """Load ``checkpoint`` into model and optimiser if it matches; return (epochs done, log,
+    best epoch's weights or None)."""
     if not checkpoint.exists():
-        return 0, []
+        return 0, [], None
     state = load_checkpoint(checkpoint)
     if state["fingerprint"] != fingerprint:
         logger.warning("ignoring %s: written for other settings or data", checkpoint)
-        return 0, []
+        return 0, [], None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     logger.info("resuming %s after epoch %d", checkpoint, state["epoch"])
-    return int(state["epoch"]), list(state["log"])
+    return int(state["epoch"]), list(state["log"]), state["best_model"]
+
+
+def _snapshot(model: nn.Module) -> dict[str, Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
 def _train_epoch(
@@ -478,9 +522,11 @@ def train(
 ) -> None:
     """Train one model; resume from ``checkpoint`` if it holds an earlier run of the same job.
 
-    Writes ``log_csv`` (:data:`LOG_COLUMNS`, one row per epoch) and ``checkpoint`` after every
-    epoch, then ``model_out`` via :func:`segrobust.model.save_model` with extra = {"settings",
-    "teacher", "evaluation_temperature": 1.0, "log"}. The final checkpoint is kept (the caller
+    Trains until the stopping rule of ``settings`` (module docstring) stops it. Writes
+    ``log_csv`` (:data:`LOG_COLUMNS`, one row per epoch) and ``checkpoint`` after every epoch,
+    then ``model_out`` via :func:`segrobust.model.save_model` with the weights the rule keeps and
+    extra = {"settings", "teacher", "evaluation_temperature": 1.0, "log", "stopping"
+    (:func:`segrobust.stopping.stopping_record`)}. The final checkpoint is kept (the caller
     deletes it once the model is safely recorded): a job killed after that point resumes at its
     last epoch and only writes the model again. A checkpoint of other settings, data or teacher
     is ignored (warning) and replaced.
@@ -488,7 +534,7 @@ def train(
     """
     if isinstance(settings, Mapping):
         settings = TrainSettings.from_dict(settings)
-    _check_inputs(settings, train_dirs, teacher)
+    _check_inputs(settings, train_dirs, val_dirs, teacher)
     model_out, log_csv, checkpoint = Path(model_out), Path(log_csv), Path(checkpoint)
     device = select_device("auto") if device is None else torch.device(device)
     amp = use_amp(settings.amp, device)
@@ -504,9 +550,11 @@ def train(
         model = model.to(device, memory_format=torch.channels_last_3d if cuda else None)
         set_conv_kernel(model, settings.conv_kernel)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-        start, log = _restore(checkpoint, fingerprint, model, optimizer)
+        start, log, best_weights = _restore(checkpoint, fingerprint, model, optimizer)
+        state = stopping_state([row["val_dice_mean"] for row in log], settings.min_delta)
+        finished = start >= settings.epochs or should_stop(state, settings.patience)
         logits = None
-        if settings.strategy == "distill_student" and start < settings.epochs:
+        if settings.strategy == "distill_student" and not finished:
             logits = teacher_logits(_load_teacher(Path(teacher), settings, device),
                                     train_volumes, device, amp)  # fmt: skip
         ctx = StepContext(
@@ -519,6 +567,8 @@ def train(
         step = make_step(settings)
 
         for epoch in range(start, settings.epochs):
+            if should_stop(state, settings.patience):
+                break
             began = time.perf_counter()
             data, dropout, noise = _seed_sequence(settings.seed, _EPOCH_STREAM, epoch).spawn(3)
             torch.manual_seed(_torch_seed(dropout))
@@ -532,25 +582,39 @@ def train(
             except FloatingPointError as err:
                 raise FloatingPointError(f"{err} of epoch {epoch + 1} ({settings})") from None
             dice = validation_dice(model, val_volumes, device, amp)
+            score = validation_score(dice)
+            state = stopping_state([*(row["val_dice_mean"] for row in log), score],
+                                   settings.min_delta)  # fmt: skip
+            if settings.patience is not None and state.best_epoch == epoch + 1:
+                best_weights = _snapshot(model)
             log.append({
                 "epoch": epoch + 1,
                 "train_loss": loss,
                 **{f"val_dice_{r}": d for r, d in dice.items()},
+                "val_dice_mean": score,
+                "best_epoch": state.best_epoch,
+                "epochs_without_improvement": state.without_improvement,
                 "seconds": time.perf_counter() - began,
             })  # fmt: skip
             _save_checkpoint(checkpoint, {
                 "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "log": log,
+                "model": model.state_dict(), "best_model": best_weights,
+                "optimizer": optimizer.state_dict(), "log": log,
             })  # fmt: skip
             write_log(log_csv, log)
-            logger.info(epoch_line(log, settings.epochs))
+            logger.info(epoch_line(log, settings.epochs, settings.patience))
 
     write_log(log_csv, log)  # also after a resume from a finished run's checkpoint
+    stopping = stopping_record(log, settings.patience, settings.min_delta, settings.epochs)
+    logger.info(stopping_line(stopping))
+    if settings.patience is not None:
+        model.load_state_dict(best_weights)
     extra = {
         "settings": asdict(settings),
         "teacher": None if teacher is None else fingerprint["teacher"][0],
         "evaluation_temperature": 1.0,
         "log": log,
+        "stopping": stopping,
         **provenance(model, device, amp),
     }
     save_model(model, model_out, extra)

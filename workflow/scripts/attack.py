@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from segrobust.data import read_split
+from segrobust.data import example_subjects, read_split
 from segrobust.evaluation import evaluate_attack
 from segrobust.fileio import atomic_path
 from segrobust.inference import wrap
@@ -23,12 +23,12 @@ if "source" in snakemake.input.keys():
     source = wrap(load_model(snakemake.input.source, device, conv_kernel)[0],
                   snakemake.params.source_inference)  # fmt: skip
 test = read_split(snakemake.input.split, "test")
+root = Path(snakemake.params.preprocessed)
 settings = dict(snakemake.params.settings)
 settings["examples"] = {
     **settings["examples"],
-    "subjects": test[: settings["examples"]["n_subjects"]],
+    "subjects": example_subjects(test, root, settings["examples"]["n_subjects"]),
 }
-root = Path(snakemake.params.preprocessed)
 results = evaluate_attack(
     snakemake.wildcards.attack,
     model,

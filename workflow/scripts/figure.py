@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from segrobust import montages, plots
-from segrobust.data import open_volume, read_split
+from segrobust.data import example_subjects, open_volume, read_split
 from segrobust.evaluation import Perturbed, example_stem, load_example, read_classes
 from segrobust.logs import log_to_file
 
@@ -31,6 +31,12 @@ def clean_prediction(model, subject):
     return read_classes(replicate / "predictions" / f"{subject}.nii.gz")
 
 
+def examples():
+    """The test subjects whose attacked inputs were saved (those with every region first)."""
+    test = read_split(snakemake.input.split, "test")
+    return example_subjects(test, snakemake.params.preprocessed, snakemake.params.n_examples)
+
+
 def test_volume(subject):
     """The preprocessed image (4, X, Y, Z) and true class map of a test subject."""
     volume = open_volume(Path(snakemake.params.preprocessed) / subject)
@@ -38,7 +44,7 @@ def test_volume(subject):
 
 
 if name == "fig1":
-    subject = read_split(snakemake.input.split, "test")[0]  # the first example subject
+    subject = examples()[0]
     image, truth = test_volume(subject)
     examples = {"none": montages.Segmented(image, clean_prediction("baseline", subject))}
     examples["fgsm"] = example("baseline", "fgsm", opts["fig1_eps"], 1, subject)
@@ -46,10 +52,11 @@ if name == "fig1":
     for kind in ("ifgsm", "tifgsm"):
         examples[kind] = example("baseline", kind, attacks[kind]["eps"], step, subject)
     fig = montages.figure1(truth, examples, modality=opts["modality"])
-elif name == "fig5":  # the example subject and slice where the attack changes most
+elif name == "fig5":  # the example subject and slice (with all 3 regions) the attack changes most
     models = plots.ordered_models({Path(p).parents[1].name for p in snakemake.input.predictions})
-    candidates = {}
-    for subject in read_split(snakemake.input.split, "test")[: snakemake.params.n_examples]:
+    candidates, truths = {}, {}
+    for subject in examples():
+        truths[subject] = test_volume(subject)[1]
         candidates[subject] = [
             (
                 clean_prediction(m, subject),
@@ -57,7 +64,7 @@ elif name == "fig5":  # the example subject and slice where the attack changes m
             )
             for m in models
         ]
-    choice = montages.most_changed_slice(candidates)
+    choice = montages.most_changed_slice(candidates, truths=truths)
     log.info("fig5 shows %s", choice.describe())
     image, truth = test_volume(choice.subject)
     fig = montages.figure5(
