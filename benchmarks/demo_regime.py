@@ -43,10 +43,12 @@ def run_candidate(workdir: Path, name: str, seeds: list[int], eps: float, cores:
     }))  # fmt: skip
     outputs = (("evaluation", "clean.csv"), ("attacks", "fgsm.csv"))
     targets = [f"results/{kind}/baseline/seed{s}/{leaf}" for s in seeds for kind, leaf in outputs]
-    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-               "--cores", str(cores), "--configfile", str(ROOT / "config" / "config.yaml"),
-               str(overlay), *targets]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True)
+    command = [sys.executable, "-m", "snakemake", *targets, "-s", str(ROOT / "Snakefile"),
+               "-d", str(workdir), "--cores", str(cores),
+               "--configfile", str(ROOT / "config" / "config.yaml"), str(overlay)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"candidate {name}: snakemake failed\n{done.stderr[-3000:]}")
 
 
 def measure(workdir: Path, name: str, seeds: list[int], eps: float) -> list[dict]:
