@@ -151,6 +151,115 @@ def test_fgsm_relative_budget_matches_quality_metrics(model, batch):
 # --- iterative attacks ------------------------------------------------------------------------
 
 
+def reference_iterates(model, x, target, loss, eps, alpha, steps, start, descend=False):
+    """Hand-written L∞ loop: X_{k+1} = Π(X_k ± α_abs·sign ∇ Σ_i loss_k(X_k)_i), ε_abs = ε·max|x|
+    per sample and channel; ``loss(logits, target, k)`` is the batch's summed objective."""
+    model = copy.deepcopy(model).eval()
+    scale = x.abs().amax(dim=tuple(range(2, x.ndim)), keepdim=True)
+    iterates = [start]
+    for k in range(steps):
+        x_k = iterates[-1].clone().requires_grad_(True)
+        loss(model(x_k), target, k).backward()
+        step = alpha * scale * x_k.grad.sign()
+        delta = x_k.detach() + (-step if descend else step) - x
+        iterates.append(x + torch.clamp(delta, -eps * scale, eps * scale))
+    return iterates
+
+
+def summed(loss_fn):
+    return lambda logits, target, k: sum(
+        loss_fn(logits[i : i + 1], target[i : i + 1]) for i in range(logits.shape[0])
+    )
+
+
+def segpgd_reference_loss(steps):
+    """Gu et al. (2022): CE weighted 1 − λ on correct and λ on wrong voxels, λ = k / (2T),
+    averaged over voxels, summed over samples."""
+
+    def loss(logits, target, k):
+        ce = nn.functional.cross_entropy(logits, target, reduction="none")
+        lam = k / (2 * steps)
+        weight = torch.where(logits.argmax(1) == target, 1 - lam, lam)
+        return (weight * ce).flatten(1).mean(1).sum()
+
+    return loss
+
+
+def assert_iterates_match(iterates, reference, eps):
+    assert [it.step for it in iterates] == list(range(len(reference)))
+    for it, ref in zip(iterates, reference, strict=True):
+        torch.testing.assert_close(it.x_adv, ref, rtol=0, atol=1e-5, msg=f"iterate {it.step}")
+
+
+def assert_budget_spent(x_adv, x, eps):
+    """With α·N >= ε the sign steps reach the edge of the ball: max |δ| = ε·scale per sample and
+    channel (not ε/2, not α·N/4)."""
+    scale = x.abs().amax(dim=(2, 3, 4), keepdim=True)
+    reached = (x_adv - x).abs().amax(dim=(2, 3, 4), keepdim=True) / scale
+    torch.testing.assert_close(reached, torch.full_like(reached, eps), rtol=1e-5, atol=0)
+
+
+# paper-like budget: α·N = ε; a voxel whose gradient sign never changes reaches ε at step N
+EPS, ALPHA, STEPS = 0.05, 0.0125, 4
+
+
+def test_ifgsm_iterates_equal_a_hand_written_loop(model, batch):
+    x, y = batch
+    iterates = list(attacks.linf_iterates(model, x, y, LOSS, EPS, ALPHA, STEPS))
+    reference = reference_iterates(model, x, y, summed(LOSS), EPS, ALPHA, STEPS, x)
+    assert_iterates_match(iterates, reference, EPS)
+    assert_budget_spent(iterates[-1].x_adv, x, EPS)
+    assert torch.equal(attacks.ifgsm(model, x, y, LOSS, EPS, ALPHA, STEPS), iterates[-1].x_adv)
+
+
+def test_tifgsm_iterates_descend_like_a_hand_written_loop(model, batch):
+    x, _ = batch
+    target = torch.ones(x.shape[0], *x.shape[2:], dtype=torch.long)
+    iterates = list(attacks.linf_iterates(model, x, target, LOSS, EPS, ALPHA, STEPS, targeted=True))
+    reference = reference_iterates(
+        model, x, target, summed(LOSS), EPS, ALPHA, STEPS, x, descend=True
+    )
+    assert_iterates_match(iterates, reference, EPS)
+    assert_budget_spent(iterates[-1].x_adv, x, EPS)
+
+
+def test_pgd_from_its_start_equals_a_hand_written_loop(model, batch):
+    x, y = batch
+    generators = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    iterates = list(
+        attacks.linf_iterates(model, x, y, LOSS, EPS, ALPHA, STEPS, generator=generators)
+    )
+    start = iterates[0].x_adv  # the random start; the loop from it is checked by hand
+    scale = x.abs().amax(dim=(2, 3, 4), keepdim=True)
+    u = (start - x) / (EPS * scale)  # uniform on (-1, 1) in every voxel
+    assert u.abs().max() <= 1 and abs(float(u.mean())) < 0.02
+    assert float(u.abs().mean()) == pytest.approx(0.5, abs=0.02)
+    reference = reference_iterates(model, x, y, summed(LOSS), EPS, ALPHA, STEPS, start)
+    assert_iterates_match(iterates, reference, EPS)
+    assert_budget_spent(iterates[-1].x_adv, x, EPS)
+    generators = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    final = attacks.pgd(model, x, y, LOSS, EPS, ALPHA, STEPS, generator=generators)
+    assert torch.equal(final, iterates[-1].x_adv)
+
+
+def test_segpgd_iterates_equal_a_hand_written_loop(model, batch):
+    x, y = batch
+    iterates = list(attacks.segpgd_iterates(model, x, y, EPS, ALPHA, STEPS, generator=None))
+    reference = reference_iterates(model, x, y, segpgd_reference_loss(STEPS), EPS, ALPHA, STEPS, x)
+    assert_iterates_match(iterates, reference, EPS)
+    assert_budget_spent(iterates[-1].x_adv, x, EPS)
+    assert torch.equal(
+        attacks.segpgd(model, x, y, EPS, ALPHA, STEPS, generator=None), iterates[-1].x_adv
+    )
+    # from a random start: the same loop from the start drawn
+    g = [torch.Generator().manual_seed(s) for s in (8, 9)]
+    iterates = list(attacks.segpgd_iterates(model, x, y, EPS, ALPHA, STEPS, generator=g))
+    reference = reference_iterates(
+        model, x, y, segpgd_reference_loss(STEPS), EPS, ALPHA, STEPS, iterates[0].x_adv
+    )
+    assert_iterates_match(iterates, reference, EPS)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_every_iterate_stays_in_the_eps_ball(seed):
     model = make_model(seed)
