@@ -185,7 +185,7 @@ def segpgd_reference_loss(steps):
     return loss
 
 
-def assert_iterates_match(iterates, reference, eps):
+def assert_iterates_match(iterates, reference):
     assert [it.step for it in iterates] == list(range(len(reference)))
     for it, ref in zip(iterates, reference, strict=True):
         torch.testing.assert_close(it.x_adv, ref, rtol=0, atol=1e-5, msg=f"iterate {it.step}")
@@ -207,7 +207,7 @@ def test_ifgsm_iterates_equal_a_hand_written_loop(model, batch):
     x, y = batch
     iterates = list(attacks.linf_iterates(model, x, y, LOSS, EPS, ALPHA, STEPS))
     reference = reference_iterates(model, x, y, summed(LOSS), EPS, ALPHA, STEPS, x)
-    assert_iterates_match(iterates, reference, EPS)
+    assert_iterates_match(iterates, reference)
     assert_budget_spent(iterates[-1].x_adv, x, EPS)
     assert torch.equal(attacks.ifgsm(model, x, y, LOSS, EPS, ALPHA, STEPS), iterates[-1].x_adv)
 
@@ -219,7 +219,7 @@ def test_tifgsm_iterates_descend_like_a_hand_written_loop(model, batch):
     reference = reference_iterates(
         model, x, target, summed(LOSS), EPS, ALPHA, STEPS, x, descend=True
     )
-    assert_iterates_match(iterates, reference, EPS)
+    assert_iterates_match(iterates, reference)
     assert_budget_spent(iterates[-1].x_adv, x, EPS)
 
 
@@ -235,7 +235,7 @@ def test_pgd_from_its_start_equals_a_hand_written_loop(model, batch):
     assert u.abs().max() <= 1 and abs(float(u.mean())) < 0.02
     assert float(u.abs().mean()) == pytest.approx(0.5, abs=0.02)
     reference = reference_iterates(model, x, y, summed(LOSS), EPS, ALPHA, STEPS, start)
-    assert_iterates_match(iterates, reference, EPS)
+    assert_iterates_match(iterates, reference)
     assert_budget_spent(iterates[-1].x_adv, x, EPS)
     generators = [torch.Generator().manual_seed(s) for s in (3, 4)]
     final = attacks.pgd(model, x, y, LOSS, EPS, ALPHA, STEPS, generator=generators)
@@ -246,7 +246,7 @@ def test_segpgd_iterates_equal_a_hand_written_loop(model, batch):
     x, y = batch
     iterates = list(attacks.segpgd_iterates(model, x, y, EPS, ALPHA, STEPS, generator=None))
     reference = reference_iterates(model, x, y, segpgd_reference_loss(STEPS), EPS, ALPHA, STEPS, x)
-    assert_iterates_match(iterates, reference, EPS)
+    assert_iterates_match(iterates, reference)
     assert_budget_spent(iterates[-1].x_adv, x, EPS)
     assert torch.equal(
         attacks.segpgd(model, x, y, EPS, ALPHA, STEPS, generator=None), iterates[-1].x_adv
@@ -257,7 +257,7 @@ def test_segpgd_iterates_equal_a_hand_written_loop(model, batch):
     reference = reference_iterates(
         model, x, y, segpgd_reference_loss(STEPS), EPS, ALPHA, STEPS, iterates[0].x_adv
     )
-    assert_iterates_match(iterates, reference, EPS)
+    assert_iterates_match(iterates, reference)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
