@@ -362,7 +362,7 @@ def test_same_settings_give_identical_weights_and_a_new_seed_different_ones(coho
 
 
 def test_log_model_extra_and_checkpoint_after_completion(cohort, tmp_path):
-    settings = TrainSettings(strategy="baseline", **TINY)
+    settings = TrainSettings(strategy="baseline", amp="off", **TINY)  # fp32 on every CPU
     weights = run(settings, cohort, tmp_path)
     rows = read_log(tmp_path / "log.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -385,6 +385,24 @@ def test_log_model_extra_and_checkpoint_after_completion(cohort, tmp_path):
     (tmp_path / "model.pt").unlink()  # as Snakemake does before retrying a failed job
     assert_same_weights(weights, run(settings, cohort, tmp_path))
     assert read_log(tmp_path / "log.csv") == rows  # no epoch trained again
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "no-bf16"])
+def test_amp_auto_trains_in_bf16_exactly_where_the_cpu_has_it(
+    cohort, tmp_path, monkeypatch, native
+):
+    """With the CPU detector patched both ways, ``amp: auto`` trains the weights that
+    ``amp: on`` (native bf16) or ``off`` trains, and records that precision."""
+    monkeypatch.setattr("segrobust.model.cpu_has_native_bf16", lambda: native)
+    settings = TrainSettings(strategy="baseline", **(TINY | {"epochs": 1}))
+    auto = run(settings, cohort, tmp_path / "auto")
+    assert load_model(tmp_path / "auto" / "model.pt")[1]["precision"] == (
+        "bf16" if native else "fp32"
+    )
+    assert_same_weights(auto, run(replace(settings, amp="on" if native else "off"), cohort,
+                                  tmp_path / "pinned"))  # fmt: skip
+    other = run(replace(settings, amp="off" if native else "on"), cohort, tmp_path / "other")
+    assert any(not torch.equal(auto[k], other[k]) for k in auto)  # the precision matters
 
 
 @pytest.mark.parametrize(
@@ -453,13 +471,26 @@ def test_student_learns_the_teachers_soft_labels(cohort, tmp_path):
 # fault tolerance
 
 _CHILD = """
-import json, sys, torch
+import json, sys, time, torch
 torch.set_num_threads(1)
-from segrobust.training import TrainSettings, train
-settings = TrainSettings(**json.loads(sys.argv[4]))
+from segrobust import training
+settings = training.TrainSettings(**json.loads(sys.argv[4]))
 out = sys.argv[1]
-train(settings, sys.argv[2].split(","), sys.argv[3].split(","), out + "/model.pt",
-      out + "/log.csv", out + "/ckpt.pt", device="cpu")
+epoch = training._train_epoch
+trained = []
+
+
+def epoch_then_wait(*args, **kwargs):  # the kill's cue: epoch 2 trained, not checkpointed
+    trained.append(epoch(*args, **kwargs))
+    if len(trained) == 2:
+        open(out + "/epoch2-trained", "w").close()
+        time.sleep(600)
+    return trained[-1]
+
+
+training._train_epoch = epoch_then_wait
+training.train(settings, sys.argv[2].split(","), sys.argv[3].split(","), out + "/model.pt",
+               out + "/log.csv", out + "/ckpt.pt", device="cpu")
 """
 
 
@@ -468,27 +499,29 @@ train(settings, sys.argv[2].split(","), sys.argv[3].split(","), out + "/model.pt
     [{"strategy": "noise"}, PGD | {"update": "sequential"}],  # random starts: seeded per epoch
 )
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(cohort, tmp_path, strategy):
-    settings = TrainSettings(epochs=4, lr=3e-3, architecture=NET, **strategy)
+    """SIGKILL while epoch 2 is in memory only (the child waits there: no race with a fast
+    CPU); the retry resumes from epoch 1's checkpoint and ends with the uninterrupted weights."""
+    settings = TrainSettings(epochs=3, lr=3e-3, architecture=NET, **strategy)
     out = tmp_path / "killed"
     out.mkdir()
     args = [sys.executable, "-c", _CHILD, str(out), *(",".join(map(str, c)) for c in cohort),
             json.dumps(asdict(settings))]  # fmt: skip
     child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (out / "ckpt.pt").exists():
+    deadline = time.monotonic() + 120
+    while not (out / "epoch2-trained").exists():
         assert child.poll() is None, child.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint within 60 s"
-        time.sleep(0.002)
+        assert time.monotonic() < deadline, "epoch 2 not trained within 120 s"
+        time.sleep(0.01)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL
-    assert not (out / "model.pt").exists(), "training finished before the kill"
-    done = load_checkpoint(out / "ckpt.pt")["epoch"]
-    assert 1 <= done < settings.epochs
+    assert not (out / "model.pt").exists()
+    assert load_checkpoint(out / "ckpt.pt")["epoch"] == 1
+    assert [int(r["epoch"]) for r in read_log(out / "log.csv")] == [1]
     killed_checkpoint = (out / "ckpt.pt").read_bytes()
 
     resumed = run(settings, cohort, out)
-    assert [int(r["epoch"]) for r in read_log(out / "log.csv")] == list(range(1, 5))
+    assert [int(r["epoch"]) for r in read_log(out / "log.csv")] == [1, 2, 3]
     assert_same_weights(resumed, run(settings, cohort, tmp_path / "uninterrupted"))
 
     # a checkpoint of other settings (here: fewer epochs) is ignored, not resumed
