@@ -320,7 +320,7 @@ def test_bad_arguments_raise(results):
         {"attack": "none", "model": "baseline"},
         [{"attack": "fgsm", "eps": 0.05, "model": "baseline"}],
     )
-    with pytest.raises(ValueError, match="correction"):
+    with pytest.raises(ValueError, match="correction must be one of"):
         S.paired_tests(results, good, correction="fdr", **kw)
     with pytest.raises(ValueError, match="zero_method"):
         S.paired_tests(results, good, zero_method="drop", **kw)
@@ -334,7 +334,7 @@ def test_bad_arguments_raise(results):
         S.paired_tests(results, S.against({"attack": "none"}, [{"defence": "x"}]), **kw)
     with pytest.raises(ValueError, match="regions"):
         S.paired_tests(results, good, regions=["NCR"], **kw)
-    with pytest.raises(ValueError, match="lacks columns"):
+    with pytest.raises(ValueError, match=r"results table lacks columns \['dice'\]"):
         S.paired_tests(results.drop(columns="dice"), good, **kw)
     with pytest.raises(ValueError, match="alpha"):
         S.paired_tests(results, good, alpha=5, **kw)
@@ -400,3 +400,87 @@ def test_bootstrap_mean_ci_edge_cases():
         S.bootstrap_mean_ci(np.ones(3), n_boot=0)
     with pytest.raises(ValueError, match="1-D"):
         S.bootstrap_mean_ci(np.ones((2, 2)))
+
+
+# --------------------------------------------------------------------------- mutation survivors
+
+
+@pytest.mark.parametrize("n", [3, 6, 10])
+def test_sign_flip_p_equals_the_enumerated_null_with_many_ties(n):
+    rng = np.random.default_rng(100 + n)
+    for _ in range(5):
+        d = rng.integers(-3, 4, n) / 10  # many ties and zeros: midranks .5
+        assert S.sign_flip_pvalue(d) == pytest.approx(enumerated_signed_rank_p(d), rel=1e-12)
+    assert S.sign_flip_pvalue(np.zeros(3)) == 1.0 and S.sign_flip_pvalue(np.array([])) == 1.0
+
+
+def test_rank_biserial_with_two_zeros_and_a_single_pair():
+    d = np.array([0.0, 0.0, 1.0, -2.0, 3.0])
+    assert S.rank_biserial(d, "wilcox") == pytest.approx((1 - 2 + 3) / 6)
+    # pratt / zsplit: the zeros take midrank 1.5 each, the others 3, 4, 5
+    assert S.rank_biserial(d, "pratt") == pytest.approx((3 - 4 + 5) / 15)
+    assert S.rank_biserial(np.array([0.3])) == 1.0 and S.rank_biserial(np.array([-0.3])) == -1.0
+
+
+def test_bootstrap_mean_ci_seeding_defaults_and_two_values():
+    x = np.random.default_rng(4).normal(0.7, 0.1, 12)
+    assert S.bootstrap_mean_ci(x, seed=1) == S.bootstrap_mean_ci(x, seed=1)
+    assert S.bootstrap_mean_ci(x, seed=1) != S.bootstrap_mean_ci(x, seed=2)
+    assert S.bootstrap_mean_ci(x) == S.bootstrap_mean_ci(x, n_boot=2000, seed=0)  # documented
+    assert S.bootstrap_mean_ci(np.array([0.2, 0.8])) == (0.2, 0.8)  # means 0.2, 0.5, 0.8
+
+
+def test_per_subject_averages_the_seeds_and_names_a_duplicate():
+    rows = [
+        {"subject": s, "seed": seed, "region": "WT", "attack": "none", "dice": d}
+        for s, seed, d in (("a", 1, 0.6), ("a", 2, 0.8), ("b", 1, 0.5), ("b", 2, 0.7))
+    ]
+    df = pd.DataFrame(rows)  # fmt: skip
+    got = S.per_subject(df, {"attack": "none"}, "WT", "dice")
+    pd.testing.assert_series_equal(got, pd.Series({"a": 0.7, "b": 0.6}, name="dice"),
+                                   check_index_type=False, check_names=False)  # fmt: skip
+    twice = pd.concat([df, df.iloc[[2]]])
+    with pytest.raises(ValueError, match="several rows for subject 'b' in region WT"):
+        S.per_subject(twice, {"attack": "none"}, "WT", "dice")
+
+
+def test_against_uses_labels_and_checks_their_number():
+    comps = S.against({"attack": "none"}, [{"attack": "fgsm"}, {"attack": "pgd"}],
+                      labels=["F", "P"], reference_label="clean")  # fmt: skip
+    assert [(c.condition_name, c.reference_name, c.family) for c in comps] == [
+        ("F", "clean", "all"), ("P", "clean", "all")]  # fmt: skip
+    unlabelled = S.against({"attack": "none"}, [{"attack": "fgsm", "eps": 0.1 + 0.2}])[0]
+    assert unlabelled.condition_name == "attack=fgsm, eps=0.3"  # floats as %g
+    with pytest.raises(ValueError, match="1 labels for 2 conditions"):
+        S.against({"attack": "none"}, [{"attack": "fgsm"}, {"attack": "pgd"}], labels=["F"])
+
+
+def test_adjust_pvalues_per_family_at_alpha_leaving_nan_out():
+    p = pd.Series([np.nan, 0.02, 0.03, 0.04])
+    families = pd.Series(["a", "b", "b", "c"])  # family a: no p at all
+    p_adj, significant = S.adjust_pvalues(p, families, "bonferroni", alpha=0.1)
+    np.testing.assert_allclose(p_adj, [np.nan, 0.04, 0.06, 0.04])
+    assert significant.tolist() == [False, True, True, True] and significant.dtype == bool
+    assert p_adj.dtype == np.float64
+    assert S.adjust_pvalues(p, families, "bonferroni", alpha=0.05)[1].tolist() == [
+        False, True, False, True]  # fmt: skip
+    with pytest.raises(ValueError, match="correction must be one of"):
+        S.adjust_pvalues(p, families, "fdr", alpha=0.05)
+
+
+def test_attack_selector_picks_the_final_iteration_and_the_clean_input(full_results):
+    clean = {"model": "baseline", "attack": "none", "eps": 0.0, "iteration": 0}
+    assert S.attack_selector(full_results, "baseline", "fgsm", 0) == clean
+    assert S.attack_selector(full_results, "baseline", "none", 0.05) == clean
+    final = S.attack_selector(full_results, "baseline", "ifgsm", 0.05)
+    assert final == {"model": "baseline", "attack": "ifgsm", "eps": 0.05,
+                     "source_model": "baseline", "iteration": 10}  # fmt: skip
+    assert S.attack_selector(full_results, "baseline", "ifgsm", 0.05, iteration=5)["iteration"] == 5
+    # white-box only: the transfer rows (crafted on distill_T20) are not selected
+    fgsm = S.select(full_results, S.attack_selector(full_results, "baseline", "fgsm", 0.05))
+    assert set(fgsm["source_model"]) == {"baseline"} and len(fgsm) == 3 * N_SUBJECTS
+    no_source = full_results.drop(columns="source_model")
+    assert "source_model" not in S.attack_selector(no_source, "baseline", "fgsm", 0.05)
+    assert S.final_iteration(full_results, {"attack": "tifgsm"}) == 10
+    with pytest.raises(ValueError, match=r"selector \{'attack': 'cw'\} matches no rows"):
+        S.final_iteration(full_results, {"attack": "cw"})
