@@ -8,7 +8,12 @@ from segrobust import cluster as sr_cluster
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# Without --configfile: the demo (config/config.yaml). With it: exactly the files named there
+# (later ones over earlier ones) plus the schema's defaults, so no demo shortcut leaks into a
+# study (e.g. config/brats2017.yaml); overlays name their base: --configfile <base> <overlay>.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "config/schema.yaml")

@@ -87,8 +87,9 @@ def project_step(dirs: list[Path], out: Path, amp: str, kernel: str) -> tuple[fl
     return (three - one) / (2 * len(dirs)), ran
 
 
-def bare_step(dirs: list[Path], amp: bool, kernel: str, warmup: int = 5) -> float:
-    """Per-step CPU seconds of forward, loss, backward and Adam on volumes held in memory."""
+def bare_step(dirs: list[Path], amp: bool, kernel: str, warmup: int = 5) -> tuple[float, dict]:
+    """Per-step CPU seconds of forward, loss, backward and Adam on volumes held in memory, and
+    the precision and kernel that ran (:func:`segrobust.kernels.provenance`)."""
     steps = 2 * len(dirs)
     torch.manual_seed(0)
     model = build(kernel).train()
@@ -109,7 +110,7 @@ def bare_step(dirs: list[Path], amp: bool, kernel: str, warmup: int = 5) -> floa
             loss = segmentation_loss(model(image), label, "with_background")
         loss.backward()
         optimizer.step()
-    return (clock() - began) / steps
+    return (clock() - began) / steps, provenance(model, CPU, amp)
 
 
 def median_time(fn, repeats: int = 20) -> float:
@@ -165,13 +166,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     amp, kernel = use_amp(args.amp, CPU), args.conv_kernel
-    bare_ran = provenance(CPU, amp, kernel)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         dirs = write_volumes(root / "data", SHAPE, args.subjects)
         project, bare = [], []
         for r in range(args.repeats):  # interleaved: the machine's load drifts
-            bare.append(bare_step(dirs, amp, kernel))
+            seconds, bare_ran = bare_step(dirs, amp, kernel)
+            bare.append(seconds)
             seconds, project_ran = project_step(dirs, root / f"run{r}", args.amp, kernel)
             if project_ran != bare_ran:
                 raise RuntimeError(f"unlike loops: segrobust ran {project_ran}, bare {bare_ran}")

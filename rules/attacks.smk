@@ -17,13 +17,10 @@ rule attack:
         source_inference=inference_settings(config["attacks"]["transfer_fgsm"]["source"]),
         attack_seed=config["seed"],
         nsd_tolerance=config["metrics"]["nsd_tolerance_mm"],
-        amp=config["training"]["amp"],
+        precision=config["attacks"]["precision"],
         conv_kernel=config["training"]["conv_kernel"],
         device=config["training"]["device"],
-        code=code_digest(
-            "evaluation", "attacks", "perturbations", "metrics", "model", "architectures",
-            "inference", "external", "losses", "data", "surface",
-        ),
+        code=code_digest("attack"),
     log:
         f"{LOGS}/attack/{MODEL_DIR}/{{attack}}.log",
     benchmark:

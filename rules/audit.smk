@@ -11,13 +11,10 @@ rule audit_gradients:
         preprocessed=PREPROCESSED,
         settings={k: config["attacks"][k] for k in ("loss", "gamma")},
         inference=lambda wildcards: inference_settings(wildcards.model),
-        amp=config["training"]["amp"],
+        precision=config["attacks"]["precision"],
         conv_kernel=config["training"]["conv_kernel"],
         device=config["training"]["device"],
-        code=code_digest(
-            "gradient_stats", "attacks", "losses", "model", "architectures", "inference",
-            "external", "data",
-        ),
+        code=code_digest("audit_gradients"),
     log:
         f"{LOGS}/audit_gradients/{MODEL_DIR}.log",
     benchmark:
@@ -84,7 +81,7 @@ rule worst_case_figure:
         pdf=f"{R}/figures/worst_case/{{model}}.pdf",
     params:
         iterations=worst_case_iterations(),
-        code=code_digest("worst_case"),
+        code=code_digest("worst_case_figure"),
     log:
         f"{LOGS}/worst_case_figure/{{model}}.log",
     conda:

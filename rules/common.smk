@@ -1,12 +1,12 @@
 # Helpers for the rules: subject list, target lists, number formatting, code digests.
-import hashlib
 import re
 from pathlib import Path
 
 from snakemake.logging import logger
 
-import segrobust
 from segrobust import data as sr_data
+from segrobust import digests as sr_digests
+from segrobust import external as sr_external
 from segrobust import layouts as sr_layouts
 from segrobust import synthetic as sr_synthetic
 
@@ -14,16 +14,13 @@ R = config["results"]
 LOGS = f"{R}/logs"
 BENCH = f"{R}/benchmarks"
 ENV = "../envs/segrobust.yaml"
-CORE = Path(segrobust.__file__).parent
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 
 
-def code_digest(*modules):
-    """Digest of the core modules a job imports. Snakemake tracks a script's own code but not
-    the library behind it, so a change of the method re-runs exactly the jobs that use it."""
-    h = hashlib.sha256()
-    for name in sorted(set(modules) | {"labels", "fileio"}):
-        h.update((CORE / f"{name}.py").read_bytes())
-    return h.hexdigest()[:16]
+def code_digest(script):
+    """Digest of the package modules that workflow/scripts/<script>.py imports, transitively
+    (segrobust.digests): a change of the method re-runs exactly the jobs that use it."""
+    return sr_digests.code_digest(SCRIPTS / f"{script}.py")
 
 
 def _raw_subjects():
@@ -128,12 +125,17 @@ def architecture(model):
 
 def inference_settings(model):
     """How evaluation and attacks run ``model`` (segrobust.inference.wrap): `inference:` for
-    trained models; an external model's own `inference:` and input/output conventions."""
+    trained models; for an external model its conventions, from its entry and what its own
+    files declare (segrobust.external.settings)."""
     if model not in EXTERNAL:
         return config["inference"]
-    entry = EXTERNAL[model]
-    conventions = {k: entry[k] for k in ("modalities", "normalization", "output")}
-    return {**entry["inference"], **conventions}
+    return sr_external.settings(EXTERNAL[model])
+
+
+def external_files(wildcards):
+    """The files the import of an external model reads (checkpoint, or result folder / bundle
+    files): a changed file re-imports it."""
+    return sr_external.files(EXTERNAL[wildcards.model])
 SEEDS = config["training"]["seeds"]
 # one spelling of a trained replicate in every path: <model>/seed<seed>; an external model is
 # one replicate, seed0
@@ -207,15 +209,6 @@ def train_settings(model, seed):
     if strategy == "noise":
         settings["noise_radius"] = train["noise"]["radius"]
     return settings
-
-
-def training_code(wildcards):
-    """Digest of the code a model's training runs: the FGSM, PGD and noise steps come from the
-    attacks module, so only adversarial and noise training re-run when it changes."""
-    modules = ["training", "strategies", "model", "architectures", "losses", "metrics", "data"]
-    if parse_model(wildcards.model)[0] in ("adversarial", "pgd_adversarial", "noise"):
-        modules.append("attacks")
-    return code_digest(*modules)
 
 
 def teacher_of(wildcards):

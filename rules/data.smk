@@ -17,7 +17,7 @@ if config["data"]["source"] == "synthetic":
             root=lambda wildcards, output: Path(output[0]).parents[2],
             settings=config["data"]["synthetic"],
             seed=config["seed"],
-            code=code_digest("synthetic"),
+            code=code_digest("synthesize_cohort"),
         log:
             f"{LOGS}/synthesize_cohort.log",
         benchmark:
@@ -44,7 +44,7 @@ rule preprocess_subject:
         shape=config["preprocess"]["shape"],
         standardise=config["preprocess"]["standardise"],
         n4=config["preprocess"]["n4"],
-        code=code_digest("data", "preprocessing"),
+        code=code_digest("preprocess_subject"),
     log:
         f"{LOGS}/preprocess_subject/{{subject}}.log",
     benchmark:
@@ -73,7 +73,7 @@ rule split:
         test_fraction=config["split"]["test_fraction"],
         val_fraction=config["split"]["val_fraction"],
         seed=config["seed"],
-        code=code_digest("data"),
+        code=code_digest("split"),
     log:
         f"{LOGS}/split.log",
     conda:

@@ -8,7 +8,7 @@ rule collect_results:
     output:
         f"{R}/results.csv",
     params:
-        code=code_digest("metrics"),
+        code=code_digest("collect_results"),
     log:
         f"{LOGS}/collect_results.log",
     conda:
@@ -36,7 +36,7 @@ rule tables:
         statistics=config["statistics"],
         table1_rows=table1_rows(),
         seed=config["seed"],
-        code=code_digest("statistics", "tables"),
+        code=code_digest("tables"),
     log:
         f"{LOGS}/tables.log",
     conda:
@@ -64,7 +64,7 @@ rule figure:
         robust_eps=config["statistics"]["table1_fgsm_eps"],
         example_seeds={m: seeds_of(m)[0] for m in MODELS},
         n_examples=config["attacks"]["examples"]["n_subjects"],
-        code=code_digest("plots", "montages", "statistics", "tables", "evaluation", "data"),
+        code=code_digest("figure"),
     log:
         f"{LOGS}/figure/{{figure}}.log",
     conda:
@@ -86,7 +86,7 @@ rule replicates:
         conditions=replicate_conditions(),
         statistics=config["statistics"],
         seed=config["seed"],
-        code=code_digest("replicates", "statistics"),
+        code=code_digest("replicates"),
     log:
         f"{LOGS}/replicates.log",
     conda:
@@ -104,7 +104,7 @@ rule summary:
         html=report(f"{R}/summary.html", caption="../report/summary.rst", category="Summary"),
     params:
         fgsm_eps=config["statistics"]["table1_fgsm_eps"],
-        code=code_digest("summary", "statistics", "tables"),
+        code=code_digest("summary"),
     log:
         f"{LOGS}/summary.log",
     conda:

@@ -16,7 +16,7 @@ rule train_model:
         settings=lambda wildcards: train_settings(wildcards.model, wildcards.seed),
         checkpoint=lambda wildcards: f"{R}/checkpoints/{wildcards.model}/seed{wildcards.seed}.ckpt",
         device=config["training"]["device"],
-        code=training_code,
+        code=code_digest("train_model"),
     log:
         f"{LOGS}/train_model/{MODEL_DIR}.log",
     benchmark:
@@ -36,12 +36,12 @@ rule import_external:
     wildcard_constraints:
         model=EXTERNAL_PATTERN,
     input:
-        checkpoint=lambda wildcards: EXTERNAL[wildcards.model]["checkpoint"],
+        unpack(external_files),
     output:
         model=f"{R}/models/{{model}}/seed0/model.pt",
     params:
-        architecture=lambda wildcards: architecture(wildcards.model),
-        code=code_digest("external", "architectures", "model"),
+        entry=lambda wildcards: EXTERNAL[wildcards.model],
+        code=code_digest("import_external"),
     log:
         f"{LOGS}/import_external/{{model}}.log",
     conda:
@@ -59,15 +59,12 @@ rule evaluate_clean:
         predictions=directory(f"{R}/evaluation/{MODEL_DIR}/predictions"),
     params:
         preprocessed=PREPROCESSED,
-        amp=config["training"]["amp"],
+        precision=config["attacks"]["precision"],
         conv_kernel=config["training"]["conv_kernel"],
         device=config["training"]["device"],
         inference=lambda wildcards: inference_settings(wildcards.model),
         nsd_tolerance=config["metrics"]["nsd_tolerance_mm"],
-        code=code_digest(
-            "evaluation", "model", "architectures", "inference", "external", "metrics", "data",
-            "surface",
-        ),
+        code=code_digest("evaluate_clean"),
     log:
         f"{LOGS}/evaluate_clean/{MODEL_DIR}.log",
     benchmark:

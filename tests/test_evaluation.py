@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from segrobust.evaluation import evaluate_attack, evaluate_clean
+from segrobust.gradient_stats import evaluate_gradients
+from segrobust.inference import wrap
 from segrobust.labels import labels_to_classes
 from segrobust.losses import segmentation_loss
 from segrobust.model import UNet3D
@@ -136,19 +138,105 @@ def test_unknown_attack_is_refused(model, subjects):
 GRADIENT_FAMILIES = ["fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "pgd_large"]
 
 
+def _exports(model: torch.nn.Module, tmp_path: Path) -> dict[str, torch.jit.ScriptModule]:
+    """The TorchScript exports a user may bring of ``model``, each saved and loaded back as
+    :func:`segrobust.model.load_model` loads an external model."""
+    model.eval()
+    example = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        no_grad_trace = torch.jit.trace(model, example)
+    exports = {
+        "traced": torch.jit.trace(model, example),
+        "scripted": torch.jit.script(model),
+        "frozen_traced": torch.jit.freeze(torch.jit.trace(model, example)),
+        "frozen_scripted": torch.jit.freeze(torch.jit.script(model)),
+        "no_grad_traced": no_grad_trace,
+    }
+    for name, module in exports.items():
+        torch.jit.save(module, tmp_path / f"{name}.ts")
+    return {name: torch.jit.load(tmp_path / f"{name}.ts").eval() for name in exports}
+
+
+def _everything(model, subjects, amp, inference, families):
+    """Clean Dice, the attack ``families`` and the audit's gradient shares of ``model``."""
+    cpu = torch.device("cpu")
+    model = wrap(model, inference)
+    frames = {"none": evaluate_clean(model, "m", subjects, cpu, amp=amp)}
+    for attack in families:
+        frames[attack] = evaluate_attack(
+            attack, model, "m", subjects, settings(2), cpu, 7, amp=amp, tags={"seed": 1}
+        )
+    frames["audit"] = evaluate_gradients(model, "m", subjects, settings(1), cpu, amp=amp)
+    return frames
+
+
+def check_exports(model, subjects, amp, inference, families, tmp_path):
+    """Traced, scripted, frozen and no_grad TorchScript exports of the project's network are
+    scored, attacked and audited as the network itself. Under bf16 an inference-mode scoring
+    forward followed by a gradient used to fail inside the TorchScript interpreter; a frozen
+    module (no parameters) failed clean evaluation."""
+    eager = _everything(model, subjects, amp, inference, families)
+    for name, export in _exports(model, tmp_path).items():
+        got = _everything(export, subjects, amp, inference, families)
+        clean = got["none"]["dice"].to_numpy()
+        np.testing.assert_allclose(clean, eager["none"]["dice"], atol=0.02, err_msg=name)
+        for attack in families:
+            frame = got[attack]
+            assert np.isfinite(frame["dice"]).all(), (name, attack)
+            np.testing.assert_allclose(
+                frame["linf"], eager[attack]["linf"], rtol=1e-4, err_msg=f"{name} {attack}"
+            )
+        shares = got["audit"][["zero_gradient", "saturated"]].to_numpy()
+        np.testing.assert_allclose(shares, eager["audit"][["zero_gradient", "saturated"]],
+                                   atol=0.01, err_msg=name)  # fmt: skip
+
+
+def test_torchscript_exports_under_bf16(model, subjects, tmp_path):
+    """bf16 forced on (so on any CPU): a scoring forward, then a gradient, then the audit."""
+    check_exports(model, subjects, True, None, ["fgsm", "pgd"], tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("inference", [None, {"roi_size": [8, 8, 8], "overlap": 0.5}],
+                         ids=["whole", "windows"])  # fmt: skip
 @pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
-def test_traced_model_survives_every_family_in_both_precisions(model, subjects, amp):
-    """A TorchScript trace is differentiated after scoring forwards: under bf16 autocast an
-    inference-mode forward in between used to fail inside the TorchScript interpreter."""
-    traced = torch.jit.trace(model.eval(), torch.randn(1, 4, 16, 16, 16))
-    for attack in GRADIENT_FAMILIES:
-        got = evaluate_attack(
-            attack, traced, "m", subjects, settings(2), torch.device("cpu"), 7, amp=amp,
-            tags={"seed": 1},
-        )  # fmt: skip
-        eager = evaluate_attack(
-            attack, model, "m", subjects, settings(2), torch.device("cpu"), 7, amp=amp,
-            tags={"seed": 1},
-        )  # fmt: skip
-        assert np.isfinite(got["dice"]).all(), attack
-        np.testing.assert_allclose(got["linf"], eager["linf"], rtol=1e-4, err_msg=attack)
+def test_torchscript_exports_survive_every_family(model, subjects, amp, inference, tmp_path):
+    """Every gradient family, in fp32 and bf16, over the whole volume and sliding windows."""
+    check_exports(model, subjects, amp, inference, GRADIENT_FAMILIES, tmp_path)
+
+
+class BatchOne(torch.nn.Module):
+    """``net`` followed by reshapes that a trace at batch 1 freezes to batch 1."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        shape = [int(s) for s in y.shape]  # constants in a trace
+        return y.reshape(shape[0], -1).reshape(shape)
+
+
+def test_a_batch_one_trace_is_attacked_one_subject_at_a_time(model, subjects, caplog):
+    example = torch.randn(1, 4, 16, 16, 16)
+    with pytest.warns(torch.jit.TracerWarning):
+        traced = torch.jit.trace(BatchOne(model.eval()), example)
+    with pytest.raises(RuntimeError, match="shape"):  # what an attack used to fail with
+        traced(torch.randn(2, 4, 16, 16, 16))
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING", logger="segrobust.evaluation"):
+        batched = evaluate_attack("fgsm", traced, "t", subjects, settings(2), cpu, 7)
+    assert "attacks.batch: 2" in caplog.text and "model t" in caplog.text
+    alone = evaluate_attack("fgsm", model, "t", subjects, settings(1), cpu, 7)
+    pd.testing.assert_frame_equal(batched, alone)
+
+
+def test_a_model_that_fails_on_one_volume_is_named(model, subjects):
+    class Broken(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return model(x).reshape(3, -1)
+
+    broken = Broken()
+    with pytest.raises(ValueError, match="model broken fails on one volume of shape"):
+        evaluate_attack("pgd", broken, "broken", subjects, settings(2), torch.device("cpu"), 7)

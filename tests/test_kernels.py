@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from segrobust import model as model_module
 from segrobust.kernels import Conv3d, kernel_name, provenance, set_conv_kernel
 from segrobust.losses import segmentation_loss
 from segrobust.model import UNet3D, cpu_has_native_bf16, use_amp
@@ -91,15 +92,28 @@ def test_bad_kernel_name_is_rejected():
         set_conv_kernel(nn.Sequential(), "fast")
 
 
-def test_recorded_precision_and_kernel():
+def test_recorded_precision_and_kernel_say_what_ran():
     cpu = torch.device("cpu")
-    assert provenance(cpu, False, "onednn") == {"precision": "fp32", "kernel": "onednn"}
-    assert provenance(cpu, False, "native") == {"precision": "fp32", "kernel": "native"}
-    assert kernel_name(torch.device("cuda"), True, "onednn") == "cudnn"
-    bf16 = provenance(cpu, True, "onednn")
-    # PyTorch sends bf16 convolutions to oneDNN on any AVX-512 CPU (emulated without AVX512-BF16)
-    onednn = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert bf16 == {"precision": "bf16", "kernel": "onednn" if onednn else "native"}
+    net = UNet3D(4, 4, base_filters=4, depth=3).eval()
+    traced = torch.jit.trace(set_conv_kernel(net, "native"), torch.randn(1, 4, 16, 16, 16))
+    assert provenance(net, cpu, False) == {"precision": "fp32", "kernel": "native"}
+    assert provenance(traced, cpu, False) == {"precision": "fp32", "kernel": "native"}
+    set_conv_kernel(net, "onednn")
+    assert provenance(net, cpu, False) == {"precision": "fp32", "kernel": "onednn"}
+    # under bf16 autocast PyTorch's own dispatch runs, never segrobust.kernels.Conv3d
+    assert provenance(net, cpu, True) == {"precision": "bf16", "kernel": "native"}
+    assert kernel_name(net, torch.device("cuda"), True) == "cudnn"
+
+
+@pytest.mark.parametrize(("precision", "native", "amp"), [
+    ("fp32", True, False), ("fp32", False, False), ("bf16", False, True), ("bf16", True, True),
+    ("auto", True, True), ("auto", False, False),
+])  # fmt: skip
+def test_evaluation_precision_is_fp32_unless_asked(monkeypatch, precision, native, amp):
+    monkeypatch.setattr(model_module, "cpu_has_native_bf16", lambda: native)
+    assert model_module.evaluation_amp(precision, torch.device("cpu")) is amp
+    with pytest.raises(ValueError, match="attacks.precision must be one of"):
+        model_module.evaluation_amp("fp16", torch.device("cpu"))
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "no-bf16"])

@@ -168,3 +168,13 @@ def test_autocast():
         assert model(image).dtype == torch.bfloat16
     with autocast(cpu, enabled=False):
         assert model(image).dtype == torch.float32
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_scripted_network_computes_the_same_logits(depth):
+    """torch.jit.script compiles the network (users export it as TorchScript), same logits."""
+    model = tiny_model(depth=depth).eval()
+    scripted = torch.jit.script(model)
+    image, _ = tiny_batch()
+    with torch.no_grad():
+        assert torch.equal(scripted(image), model(image))

@@ -20,7 +20,7 @@ import torch
 from segrobust.attacks import fgsm, relative_scale
 from segrobust.labels import MODALITIES, labels_to_classes
 from segrobust.losses import segmentation_loss
-from segrobust.model import UNet3D, autocast, load_model
+from segrobust.model import UNet3D, autocast, load_model, use_amp
 from segrobust.preprocessing import brain_mask, standardise
 from segrobust.strategies import StepContext, adversarial_step, noise_step, pgd_adversarial_step
 from segrobust.synthetic import make_subject
@@ -362,7 +362,7 @@ def test_same_settings_give_identical_weights_and_a_new_seed_different_ones(coho
 
 
 def test_log_model_extra_and_checkpoint_after_completion(cohort, tmp_path):
-    settings = TrainSettings(strategy="baseline", amp="off", **TINY)  # fp32 on every CPU
+    settings = TrainSettings(strategy="baseline", **TINY)
     weights = run(settings, cohort, tmp_path)
     rows = read_log(tmp_path / "log.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -374,7 +374,11 @@ def test_log_model_extra_and_checkpoint_after_completion(cohort, tmp_path):
     assert extra["settings"] == asdict(settings)
     assert extra["evaluation_temperature"] == 1.0 and extra["teacher"] is None
     assert [row["epoch"] for row in extra["log"]] == [1, 2, 3]
-    assert (extra["precision"], extra["kernel"]) == ("fp32", "onednn")  # what ran, on a CPU
+    # what ran on this CPU: amp "auto" trains bf16 (PyTorch's kernels) where bf16 is native
+    bf16 = use_amp("auto", torch.device("cpu"))
+    assert (extra["precision"], extra["kernel"]) == (
+        ("bf16", "native") if bf16 else ("fp32", "onednn")
+    )
     line = epoch_line(extra["log"], 3)
     assert line.startswith("epoch 3/3  loss ") and "val Dice WT " in line
     assert line.endswith("~0 s left")

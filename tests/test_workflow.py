@@ -1,6 +1,7 @@
 """The real Snakefile on small configs, in temporary working directories."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from conftest import ROOT, write_brats_subject
 from scipy.stats import wilcoxon
+from snakemake.utils import validate
 from statsmodels.stats.multitest import multipletests
 
 import segrobust
@@ -88,6 +90,76 @@ def test_dry_run_of_the_paper_config_on_a_fake_brats_tree(tmp_path):
     assert "synthesize_cohort" not in jobs
     gpus = planned_fields(result, "train_model", r"resources: .*gpu=(\d+)")
     assert len(gpus) == jobs["train_model"] and set(gpus) == {"0"}  # the README's no-GPU overlay
+
+
+CONFIG_OF_A_RUN = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+snakefile, workdir = Path(sys.argv[1]), Path(sys.argv[2])
+configfiles, config = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+    settings = ConfigSettings(configfiles=[Path(f) for f in configfiles], config=config)
+    workflow = api.workflow(ResourceSettings(), settings, snakefile=snakefile, workdir=workdir)
+    print("CONFIG", json.dumps(workflow._workflow.config))
+"""
+
+
+def config_of_a_run(workdir: Path, configfiles: list[Path], config: dict | None = None) -> dict:
+    """The config the Snakefile ends up with (after its schema validation), as Snakemake builds
+    it from ``--configfile`` files and ``--config`` values, through Snakemake's own API."""
+    args = [str(ROOT / "Snakefile"), str(workdir), json.dumps(list(map(str, configfiles))),
+            json.dumps(config or {})]  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", CONFIG_OF_A_RUN, *args], capture_output=True,
+                         text=True, check=True, cwd=workdir).stdout  # fmt: skip
+    return json.loads(out.split("CONFIG ", 1)[1])
+
+
+def leaves(config: dict, prefix: str = "") -> dict[str, object]:
+    """Every leaf of a nested config as {"a.b.c": value}."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out |= leaves(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def with_schema_defaults(config: dict) -> dict:
+    config = json.loads(json.dumps(config))
+    validate(config, str(ROOT / "config" / "schema.yaml"))  # fills in the defaults
+    return config
+
+
+def test_paper_config_is_its_own_file_and_the_schema_defaults_only(tmp_path):
+    root = tmp_path / "Brats17"
+    for i in range(10):  # the paper's split fractions need 10
+        write_brats_subject(root, f"Brats17_F{i:02d}_1", "HGG" if i < 7 else "LGG")
+    (tmp_path / "config").mkdir()  # run from a checkout: the demo config is there
+    shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    paper = yaml.safe_load((ROOT / "config" / "brats2017.yaml").read_text())
+    paper["data"]["root"] = str(root)
+    got = leaves(config_of_a_run(tmp_path, [ROOT / "config" / "brats2017.yaml"],
+                                 {"data": {"root": str(root)}}))  # fmt: skip
+    want = leaves(with_schema_defaults(paper))
+    assert sorted(got) == sorted(want)
+    for key, value in want.items():
+        assert got[key] == value, key
+    demo = leaves(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
+    unset = {k for k in demo if k not in leaves(paper)}  # demo keys the paper config leaves out
+    assert {"training.seeds", "attacks.pgd.restarts", "attacks.pgd_large.steps"} <= unset
+    assert not any(got[k] == demo[k] != want[k] for k in unset)  # no demo value leaked in
+
+
+def test_without_a_configfile_the_run_is_the_demo(tmp_path):
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    demo = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    assert config_of_a_run(tmp_path, []) == with_schema_defaults(demo)
+    overlay = [ROOT / "config" / "config.yaml", ROOT / "config" / "no_gpu.yaml"]
+    assert config_of_a_run(tmp_path, overlay)["resources"]["gpu"] == 0
 
 
 @pytest.mark.slow
@@ -306,18 +378,30 @@ def test_new_distillation_temperature_trains_only_that_temperature(tiny_run, tmp
 
 
 @pytest.mark.slow
-def test_attack_code_edit_reruns_attacks_and_only_the_training_that_uses_it(tiny_run, tmp_path):
+@pytest.mark.parametrize(
+    ("module", "rules"),
+    [
+        # model.py imports kernels, which runs every float32 CPU convolution and its gradients
+        ("kernels", {"train_model", "evaluate_clean", "attack", "audit_gradients", "figure",
+                     "summary"}),
+        ("plots", {"figure"}),
+        ("replicates", {"replicates"}),
+    ],
+)  # fmt: skip
+def test_a_module_edit_reruns_exactly_the_jobs_whose_scripts_import_it(
+    tiny_run, tmp_path, module, rules
+):
     workdir, config = tiny_run
     core = tmp_path / "segrobust"  # an edited copy of the core, first on the import path
     shutil.copytree(Path(segrobust.__file__).parent, core)
-    with open(core / "attacks.py", "a") as stream:
+    with open(core / f"{module}.py", "a") as stream:
         stream.write("\n# an edit\n")
     env = {"PYTHONPATH": str(tmp_path)}
     result = snakemake(workdir, "-n", "--configfile", str(config), env=env)
-    jobs = planned_jobs(result)
-    assert jobs["attack"] == len(list((workdir / "results" / "attacks").glob("*/seed*/*.csv")))
-    # the FGSM and PGD steps of adversarial training and the noise step come from the attacks module
-    assert planned_models(result, "train_model") == {"adv_eps0.05", "pgdadv_eps0.05", "noise"}
+    changed = re.findall(
+        r"rule (\w+):\n(?:    .*\n)*?    reason: .*Params have changed", result.stdout
+    )
+    assert set(changed) == rules
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import torch
 import yaml
 from conftest import ROOT
 from monai.inferers import sliding_window_inference
+from test_bundles import make_bundle
 from test_workflow import (
     TINY,
     planned_fields,
@@ -27,13 +28,14 @@ DYNUNET = {"kernel_size": [3, 3, 3], "strides": [1, 2, 2], "upsample_kernel_size
 TRAINED = {
     f"{arch}{m}" for arch in ("", "segresnet.", "dynunet.") for m in ("baseline", "adv_eps0.05")
 }
-EXTERNAL = {"regions", "classes"}
+EXTERNAL = {"regions", "classes", "bundle"}
 
 
 def _external_models(directory):
-    """A TorchScript net with sigmoid TC/WT/ET outputs on reversed, z-scored modalities, and a
+    """A TorchScript net with sigmoid TC/WT/ET outputs on reversed, z-scored modalities, a
     DynUNet state_dict whose softmax channels are the BraTS labels 4, 2, 1, 0, run on 8³
-    sliding windows."""
+    sliding windows, and a MONAI bundle (tests/test_bundles.py: channels T1c, T1, T2, FLAIR,
+    zscore, 16³ windows, sigmoid TC/WT/ET) named by its directory alone."""
     torch.manual_seed(0)
     regions = UNet3D(n_classes=3, base_filters=4, depth=3).eval()
     torch.jit.save(torch.jit.trace(regions, torch.randn(1, 4, 16, 16, 16)), directory / "r.ts")
@@ -47,8 +49,10 @@ def _external_models(directory):
          "architecture": {"network": "DynUNet", "kwargs": DYNUNET},
          "output": {"type": "softmax", "labels": [4, 2, 1, 0]},
          "inference": {"roi_size": [8, 8, 8], "overlap": 0.5}},
+        {"name": "bundle", "bundle": str(directory / "bundle")},
     ]  # fmt: skip
-    return {"regions": regions, "classes": classes}, config
+    bundle = make_bundle(directory / "bundle")
+    return {"regions": regions, "classes": classes, "bundle": bundle}, config
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +110,13 @@ def test_external_models_give_the_dice_of_direct_inference(models_run):
             x = torch.from_numpy(image)[None]
             logits = sliding_window_inference(x, (8, 8, 8), 1, networks["classes"], overlap=0.5)
             channel = logits[0].argmax(0).numpy()
+            x = torch.from_numpy(_zscore_nonzero(image[[1, 0, 2, 3]]))[None]  # T1c, T1, T2, FLAIR
+            logits = sliding_window_inference(x, (16, 16, 16), 1, networks["bundle"], overlap=0.5)
+            btc, bwt, bet = (logits[0].sigmoid() > 0.5).numpy()
         predictions = {
             "regions": np.where(et, 3, np.where(tc, 1, np.where(wt, 2, 0))),
             "classes": np.array([3, 2, 1, 0])[channel],  # labels 4, 2, 1, 0 as classes
+            "bundle": np.where(bet, 3, np.where(btc, 1, np.where(bwt, 2, 0))),
         }
         for model, pred in predictions.items():
             clean = pd.read_csv(results / "evaluation" / model / "seed0" / "clean.csv")

@@ -12,6 +12,7 @@ classes, ``spatial_dims`` = 3 and, for networks with a fixed input size (UNETR),
 to the full-resolution head: the training loop and the attacks see one logits tensor.
 """
 
+import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -27,6 +28,12 @@ MONAI_NETWORKS: tuple[str, ...] = (
     "AttentionUnet", "VNet",
 )  # fmt: skip
 NAMES: tuple[str, ...] = (DEFAULT, *MONAI_NETWORKS)
+# Networks of external models, rebuilt from their checkpoint's record, never trained:
+# name -> (module, builder), imported only when such a model is loaded.
+EXTERNAL_NETWORKS: dict[str, tuple[str, str]] = {
+    "nnUNet": ("segrobust.nnunet", "NnunetModel"),
+    "MonaiBundle": ("segrobust.bundles", "build_network"),
+}
 
 
 class MonaiNetwork(nn.Module):
@@ -69,6 +76,9 @@ def build(
 
     Raises ValueError naming the architecture for an unknown name or rejected arguments.
     """
+    if name in EXTERNAL_NETWORKS:
+        module, builder = EXTERNAL_NETWORKS[name]
+        return getattr(importlib.import_module(module), builder)(**dict(kwargs or {}))
     if name not in NAMES:
         raise ValueError(f"unknown architecture {name!r}; expected one of {NAMES}")
     cls = UNet3D if name == DEFAULT else _monai_class(name)
@@ -84,8 +94,9 @@ def record(model: nn.Module) -> dict[str, Any]:
     """The ``{"name", "kwargs"}`` that rebuilds ``model`` with :func:`build` (plain data)."""
     if isinstance(model, UNet3D):
         return {"name": DEFAULT, "kwargs": dict(model.arch)}
-    if isinstance(model, MonaiNetwork):
-        return {"name": model.architecture["name"], "kwargs": dict(model.architecture["kwargs"])}
+    architecture = getattr(model, "architecture", None)  # MonaiNetwork, external networks
+    if isinstance(architecture, dict):
+        return {"name": architecture["name"], "kwargs": dict(architecture["kwargs"])}
     raise ValueError(f"{type(model).__name__} is not a network of segrobust.architectures")
 
 

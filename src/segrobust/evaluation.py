@@ -24,6 +24,7 @@ Attack families (``ATTACKS``), with their config keys under ``attacks:``:
 """
 
 import json
+import logging
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,12 +41,15 @@ from torch import nn
 from segrobust import attacks as atk
 from segrobust.data import open_volume
 from segrobust.fileio import atomic_path
+from segrobust.inference import check_spacing
 from segrobust.labels import classes_to_labels, labels_to_classes
 from segrobust.losses import segmentation_loss
 from segrobust.metrics import dice_regions, image_quality, result_rows, results_frame
 from segrobust.model import autocast, predict_classes
 from segrobust.perturbations import perturb
 from segrobust.surface import NSD_TOLERANCE_MM, surface_regions, voxel_spacing
+
+logger = logging.getLogger(__name__)
 
 ATTACKS: tuple[str, ...] = (
     "fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "fgsm_T", "transfer_fgsm", "realistic",
@@ -96,12 +100,14 @@ def evaluate_clean(
     rows = []
     for directory in map(Path, subject_dirs):
         volume = open_volume(directory)
+        spacing = voxel_spacing(directory)
+        check_spacing(model, spacing, volume.name)
         with autocast(device, amp):
             pred = predict_classes(model, _tensor(volume.image, device))[0].cpu().numpy()
         if predictions_dir is not None:
             save_nifti(pred, directory, Path(predictions_dir) / f"{volume.name}.nii.gz")
         truth = np.asarray(volume.label)
-        surface = surface_regions(pred, truth, voxel_spacing(directory), nsd_tolerance)
+        surface = surface_regions(pred, truth, spacing, nsd_tolerance)
         rows += result_rows(
             model=model_name, attack="none", subject=volume.name, dice=dice_regions(pred, truth),
             surface=surface, eps=0.0, iteration=0, **(tags or {}),
@@ -184,6 +190,64 @@ def _attack_stream(
             yield Perturbed(attack, item.eps, item.step, np.nan, item.x_adv, logits)
 
 
+def _largest_batch(attack: str, settings: Mapping, n_subjects: int) -> int:
+    """The most volumes one forward of ``attack`` takes: ``attacks.batch`` subjects, times
+    ``attacks.eval_batch`` ε values in an FGSM sweep's scoring forwards."""
+    batch = min(settings["batch"], n_subjects)
+    return batch * settings["eval_batch"] if attack in ("fgsm", "fgsm_T") else batch
+
+
+def fit_batch(
+    models: Mapping[str, nn.Module],
+    volume: torch.Tensor,
+    attack: str,
+    settings: Mapping,
+    n_subjects: int,
+    device: torch.device,
+    amp: bool,
+) -> Mapping:
+    """``settings``, or a copy with ``batch`` and ``eval_batch`` 1 when a model cannot take the
+    attack's largest batch (:func:`_largest_batch`) of ``volume`` (1, C, *spatial).
+
+    Every model is tried once with that batch before the attack starts: a TorchScript trace
+    whose ops were specialised on batch 1 (or a batch too large for the device's memory)
+    then runs one subject at a time, with a warning naming ``attacks.batch``, instead of
+    failing deep inside an attack. Results do not depend on the batch beyond float rounding
+    (:mod:`segrobust.attacks`), so falling back changes no number the tables report. A model
+    that cannot take one volume raises ValueError naming it.
+    """
+    batch = _largest_batch(attack, settings, n_subjects)
+    if batch == 1:
+        return settings
+    failures = {}
+    for name, model in models.items():
+        for size in (batch, 1):
+            x = volume.expand(size, *volume.shape[1:])
+            try:
+                with autocast(device, amp):
+                    out = atk.forward_only(model, x)
+                if out.shape[0] != size:
+                    raise RuntimeError(f"it returned a batch of {out.shape[0]}")
+                break
+            except RuntimeError as err:
+                if size == 1:
+                    raise ValueError(
+                        f"model {name} fails on one volume of shape {tuple(volume.shape)}: "
+                        f"{str(err).splitlines()[0]}"
+                    ) from err
+                failures[name] = str(err).splitlines()[0]
+    if not failures:
+        return settings
+    for name, reason in failures.items():
+        logger.warning(
+            "model %s cannot take a batch of %d volumes (attacks.batch: %d, attacks.eval_batch: "
+            "%d): %s. Attacking one subject at a time (the same results up to float rounding); "
+            "set attacks.batch: 1 to silence this.",
+            name, batch, settings["batch"], settings["eval_batch"], reason,
+        )  # fmt: skip
+    return {**settings, "batch": 1, "eval_batch": 1}
+
+
 def example_stem(examples_dir: str | Path, subject: str, item: Perturbed) -> Path:
     """Path stem of a saved example: ``<dir>/<subject>_<kind>_eps<ε>_it<k>`` (or ``_sev<s>``)."""
     setting = f"sev{item.severity:g}" if np.isnan(item.eps) else f"eps{item.eps:g}_it{item.step}"
@@ -238,6 +302,7 @@ def evaluate_attack(
     HD95 or NSD (their cost). HD95 and NSD (at ``nsd_tolerance`` mm) are in mm on the subject's
     grid. Clean inputs are not repeated here. ``seed`` drives the attacks' randomness;
     ``tags`` (``seed``: the model's training seed, ``precision``, ``kernel``) go into every row.
+    The models are first tried at the attack's batch (:func:`fit_batch`).
     """
     if attack not in ATTACKS:
         raise ValueError(f"unknown attack {attack!r}; expected one of {ATTACKS}")
@@ -245,6 +310,12 @@ def evaluate_attack(
         raise ValueError("transfer_fgsm needs the source model it crafts perturbations on")
     model.eval()
     dirs = [Path(d) for d in subject_dirs]
+    if dirs:
+        models = {model_name: model}
+        if source is not None:
+            models[source_name or "transfer source"] = source
+        volume = _tensor(np.asarray(open_volume(dirs[0]).image), device)
+        settings = fit_batch(models, volume, attack, settings, len(dirs), device, amp)
     rows = []
     for first in range(0, len(dirs), settings["batch"]):
         rows += _evaluate_batch(
@@ -283,6 +354,8 @@ def _evaluate_batch(
         mask = mask.to(device)
     seeds = [subject_seed(seed, v.name) for v in volumes]
     spacings = [voxel_spacing(d) for d in dirs]
+    for volume, spacing in zip(volumes, spacings, strict=True):
+        check_spacing(model, spacing, volume.name)
     examples, rows = settings["examples"], []
     with autocast(device, amp):
         for item in _attack_stream(attack, model, x, y, mask, settings, seeds, source,

@@ -24,8 +24,10 @@ from torch import Tensor, nn
 
 from segrobust import attacks as atk
 from segrobust.data import open_volume
+from segrobust.inference import check_spacing
 from segrobust.losses import segmentation_loss
 from segrobust.model import autocast
+from segrobust.surface import voxel_spacing
 
 GRADIENT_COLUMNS: list[str] = [
     "model", "seed", "subject", "temperature", "n_voxels",
@@ -81,6 +83,7 @@ def evaluate_gradients(
     rows = []
     for directory in map(Path, subject_dirs):
         volume = open_volume(directory)
+        check_spacing(model, voxel_spacing(directory), volume.name)
         x = torch.from_numpy(np.array(volume.image))[None].to(device)
         y = torch.from_numpy(np.array(volume.label))[None].to(device).long()
         mask = torch.from_numpy(np.load(directory / "mask.npy"))[None, None].to(device)

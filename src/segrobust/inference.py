@@ -14,12 +14,16 @@ differentiate through the whole pipeline, never window by window:
    channels; :func:`segrobust.external.output_adapter`).
 """
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 
 from segrobust.external import InputAdapter, output_adapter
+
+logger = logging.getLogger(__name__)
 
 BLEND_MODES: tuple[str, ...] = ("constant", "gaussian")
 
@@ -69,10 +73,9 @@ def wrap(network: nn.Module, settings: Mapping[str, Any] | None = None) -> nn.Mo
     """
     settings = dict(settings or {})
     steps = []
-    if settings.get("modalities") is not None or settings.get("normalization", "none") != "none":
-        steps.append(
-            InputAdapter(settings.get("modalities"), settings.get("normalization", "none"))
-        )
+    normalization = settings.get("normalization") or "none"
+    if settings.get("modalities") is not None or normalization != "none":
+        steps.append(InputAdapter(settings.get("modalities"), normalization))
     if settings.get("roi_size") is not None:
         steps.append(SlidingWindow(
             network, settings["roi_size"], settings.get("overlap", 0.25),
@@ -82,4 +85,29 @@ def wrap(network: nn.Module, settings: Mapping[str, Any] | None = None) -> nn.Mo
         steps.append(network)
     if settings.get("output") is not None:
         steps.append(output_adapter(settings["output"]))
-    return steps[0] if len(steps) == 1 else nn.Sequential(*steps).eval()
+    if len(steps) == 1:
+        return steps[0]
+    pipeline = nn.Sequential(*steps).eval()
+    pipeline.voxel_spacing = getattr(network, "voxel_spacing", None)
+    return pipeline
+
+
+SPACING_TOLERANCE = 0.05  # relative; beyond it a fixed-resolution model sees another scale
+
+
+def check_spacing(model: nn.Module, spacing: Sequence[float], subject: str) -> None:
+    """Check ``subject``'s voxel spacing (mm) against the one ``model`` was trained at (its
+    ``voxel_spacing`` attribute; models without one take any grid). nnU-Net resamples to it;
+    segrobust does not, so a grid more than :data:`SPACING_TOLERANCE` off is refused
+    (ValueError naming ``preprocess.shape``) and any difference is logged: BraTS' 155 slices
+    at 1 mm, for one, fit no network depth's divisibility, and 160 slices are 3 % finer."""
+    expected = getattr(model, "voxel_spacing", None)
+    if expected is None or np.allclose(spacing, expected, rtol=1e-3):
+        return
+    message = (
+        f"subject {subject}: voxel spacing {tuple(round(float(s), 4) for s in spacing)} mm, "
+        f"the model was trained at {tuple(expected)} mm"
+    )
+    if not np.allclose(spacing, expected, rtol=SPACING_TOLERANCE):
+        raise ValueError(f"{message}; choose preprocess.shape so the grid keeps that spacing")
+    logger.warning("%s (within %g %%, not resampled)", message, 100 * SPACING_TOLERANCE)

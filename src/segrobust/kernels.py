@@ -62,19 +62,23 @@ def set_conv_kernel(model: nn.Module, kernel: str) -> nn.Module:
     return model
 
 
-def kernel_name(device: torch.device, amp: bool, conv_kernel: str) -> str:
-    """What runs the convolutions: ``cudnn``; ``onednn`` (this module, or PyTorch's for bf16
-    on a CPU with native bf16); ``native`` (PyTorch's CPU dispatch, slow_conv3d at batch 1)."""
+def kernel_name(model: nn.Module, device: torch.device, amp: bool) -> str:
+    """What ran ``model``'s 3D convolutions: ``cudnn`` on CUDA; ``onednn`` where this module's
+    :class:`Conv3d` did (float32 on the CPU); ``native`` where PyTorch's own CPU dispatch did:
+    under bf16 autocast (oneDNN's bf16 kernels on CPUs with native bf16, reference kernels
+    elsewhere), with ``conv_kernel: native``, or in a network without a plain ``nn.Conv3d``
+    (e.g. TorchScript)."""
     if device.type == "cuda":
         return "cudnn"
-    if amp:
-        return "onednn" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "native"
-    return conv_kernel
+    if amp or not any(isinstance(m, Conv3d) for m in model.modules()):
+        return "native"
+    return "onednn"
 
 
-def provenance(device: torch.device, amp: bool, conv_kernel: str) -> dict[str, str]:
-    """``precision`` (fp32 or bf16) and ``kernel`` that ran: recorded with every result."""
-    return {"precision": "bf16" if amp else "fp32", "kernel": kernel_name(device, amp, conv_kernel)}
+def provenance(model: nn.Module, device: torch.device, amp: bool) -> dict[str, str]:
+    """``precision`` (fp32 or bf16) and ``kernel`` that ran ``model``: recorded with every
+    model and result."""
+    return {"precision": "bf16" if amp else "fp32", "kernel": kernel_name(model, device, amp)}
 
 
 def _conv(x: Tensor, w: Tensor, padding, stride, dilation) -> Tensor:

@@ -31,3 +31,33 @@ def labels_to_classes(labels: np.ndarray) -> np.ndarray:
 def classes_to_labels(classes: np.ndarray) -> np.ndarray:
     """Map class indices {0,1,2,3} back to BraTS labels {0,1,2,4} (uint8)."""
     return _CLASS_TO_LABEL[classes]
+
+
+# Names other tools give the modalities and regions (nnU-Net's dataset.json channel_names,
+# MONAI bundles' channel_def): lower-cased, spaces, dashes and underscores removed.
+MODALITY_ALIASES: dict[str, tuple[str, ...]] = {
+    "t1": ("t1", "t1w", "t1n", "t1native"),
+    "t1ce": ("t1ce", "t1c", "t1gd", "t1contrast", "t1post", "t1wce"),
+    "t2": ("t2", "t2w"),
+    "flair": ("flair", "t2flair", "t2f"),
+}
+REGION_ALIASES: dict[str, tuple[str, ...]] = {
+    "TC": ("tc", "tumorcore", "tumourcore"),
+    "WT": ("wt", "wholetumor", "wholetumour"),
+    "ET": ("et", "enhancingtumor", "enhancingtumour"),
+}
+
+
+def _canonical(name: str, names: dict[str, tuple[str, ...]]) -> str | None:
+    key = "".join(c for c in str(name).lower() if c.isalnum())
+    return next((canonical for canonical, known in names.items() if key in known), None)
+
+
+def modality_of(name: str) -> str | None:
+    """The modality (one of :data:`MODALITIES`) a channel name means, None when unknown."""
+    return _canonical(name, MODALITY_ALIASES)
+
+
+def region_of(name: str) -> str | None:
+    """The region (TC, WT or ET) a channel name means, None when unknown."""
+    return _canonical(name, REGION_ALIASES)

@@ -117,6 +117,7 @@ class UNet3D(nn.Module):
             nn.Conv3d(f, n_classes, 1) for f in decoder_filters[-N_SEGMENTATION_LEVELS:]
         )
 
+    @torch.jit.unused  # plain Python; a scripted UNet3D skips it (see forward)
     def check_input(self, x: Tensor) -> None:
         """Raise ValueError unless x is (B, in_channels, D, H, W), each of D, H, W divisible."""
         factor = 2 ** (self.arch["depth"] - 1)
@@ -137,19 +138,27 @@ class UNet3D(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
-        self.check_input(x)
-        skips = []
+        # written so that torch.jit.script compiles it (ModuleLists indexed only by the
+        # unrolled loops over them); scripted, the input is not checked
+        if not torch.jit.is_scripting():
+            self.check_input(x)
+        skips: list[Tensor] = []
         for level in self.encoder:
             x = level(x)
             skips.append(x)
         skips.pop()  # the deepest level has no skip connection
         first_seg = len(self.localisation) - len(self.segmentation)
-        out = None
-        for i, (up, loc) in enumerate(zip(self.upsampling, self.localisation, strict=True)):
+        features: list[Tensor] = []  # of the decoder levels with a segmentation layer
+        # zip without strict=: TorchScript's zip takes no keywords (equal lengths by __init__)
+        for i, (up, loc) in enumerate(zip(self.upsampling, self.localisation)):  # noqa: B905
             x = loc(torch.cat([skips.pop(), up(x)], dim=1))
             if i >= first_seg:
-                seg = self.segmentation[i - first_seg](x)
-                out = seg if out is None else seg + F.interpolate(out, scale_factor=2.0)
+                features.append(x)
+        out: Tensor | None = None
+        for i, segmentation in enumerate(self.segmentation):
+            seg = segmentation(features[i])
+            out = seg if out is None else seg + F.interpolate(out, scale_factor=2.0)
+        assert out is not None  # at least one segmentation layer (depth >= 2)
         return out
 
 
@@ -249,6 +258,26 @@ def use_amp(mode: str, device: torch.device) -> bool:
     return mode == "on" or (mode == "auto" and native)
 
 
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+
+
+def evaluation_amp(precision: str, device: torch.device) -> bool:
+    """Whether evaluation and attacks autocast to bf16 (config ``attacks.precision``): "fp32"
+    never, "bf16" always, "auto" as training's ``amp: auto``. Separate from training because
+    attacks are only as good as their gradients."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"attacks.precision must be one of {PRECISIONS}, got {precision!r}")
+    return use_amp({"fp32": "off", "bf16": "on", "auto": "auto"}[precision], device)
+
+
+def model_device(model: nn.Module, default: torch.device) -> torch.device:
+    """The device of ``model``'s first parameter or buffer; ``default`` when it has none (a
+    frozen TorchScript module keeps its weights as constants)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return default
+
+
 @torch.no_grad()  # not inference_mode: see segrobust.attacks.forward_only
 def predict_classes(model: nn.Module, image: Tensor) -> Tensor:
     """Argmax class map (B, D, H, W) uint8 of ``image``, with dropout off (eval mode).
@@ -258,7 +287,6 @@ def predict_classes(model: nn.Module, image: Tensor) -> Tensor:
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        return model(image.to(device)).argmax(dim=1).to(torch.uint8)
+        return model(image.to(model_device(model, image.device))).argmax(dim=1).to(torch.uint8)
     finally:
         model.train(was_training)

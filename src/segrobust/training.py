@@ -551,6 +551,6 @@ def train(
         "teacher": None if teacher is None else fingerprint["teacher"][0],
         "evaluation_temperature": 1.0,
         "log": log,
-        **provenance(device, amp, settings.conv_kernel),
+        **provenance(model, device, amp),
     }
     save_model(model, model_out, extra)

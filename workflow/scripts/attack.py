@@ -10,12 +10,12 @@ from segrobust.fileio import atomic_path
 from segrobust.inference import wrap
 from segrobust.kernels import provenance
 from segrobust.logs import log_to_file
-from segrobust.model import load_model, select_device, use_amp
+from segrobust.model import evaluation_amp, load_model, select_device
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device = select_device(snakemake.params.device)
-amp, conv_kernel = use_amp(snakemake.params.amp, device), snakemake.params.conv_kernel
+amp, conv_kernel = evaluation_amp(snakemake.params.precision, device), snakemake.params.conv_kernel
 network, extra = load_model(snakemake.input.model, device, conv_kernel)
 model = wrap(network, snakemake.params.inference)
 source = None
@@ -42,7 +42,7 @@ results = evaluate_attack(
     source=source,
     source_name=snakemake.params.source_name,
     examples_dir=snakemake.output.examples,
-    tags={"seed": int(snakemake.wildcards.seed), **provenance(device, amp, conv_kernel)},
+    tags={"seed": int(snakemake.wildcards.seed), **provenance(model, device, amp)},
     nsd_tolerance=snakemake.params.nsd_tolerance,
 )
 Path(snakemake.output.examples).mkdir(parents=True, exist_ok=True)

@@ -10,23 +10,24 @@ from segrobust.gradient_stats import evaluate_gradients
 from segrobust.inference import wrap
 from segrobust.kernels import provenance
 from segrobust.logs import log_to_file
-from segrobust.model import load_model, select_device, use_amp
+from segrobust.model import evaluation_amp, load_model, select_device
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 device = select_device(snakemake.params.device)
-amp, conv_kernel = use_amp(snakemake.params.amp, device), snakemake.params.conv_kernel
+amp, conv_kernel = evaluation_amp(snakemake.params.precision, device), snakemake.params.conv_kernel
 network, extra = load_model(snakemake.input.model, device, conv_kernel)
 test = read_split(snakemake.input.split, "test")
+model = wrap(network, snakemake.params.inference)
 stats = evaluate_gradients(
-    wrap(network, snakemake.params.inference),
+    model,
     snakemake.wildcards.model,
     [Path(snakemake.params.preprocessed) / s for s in test],
     snakemake.params.settings,
     device,
     amp=amp,
     temperature=extra.get("settings", {}).get("temperature", 1.0),  # external: no settings
-    tags={"seed": int(snakemake.wildcards.seed), **provenance(device, amp, conv_kernel)},
+    tags={"seed": int(snakemake.wildcards.seed), **provenance(model, device, amp)},
 )
 with atomic_path(snakemake.output[0]) as tmp:
     stats.to_csv(tmp, index=False)
