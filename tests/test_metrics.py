@@ -105,7 +105,7 @@ def test_dice_regions_identity_and_labels_conversion():
     ids=["shape", "dtype", "negative", "label 4 in truth"],
 )  # fmt: skip
 def test_dice_regions_bad_input(pred, true, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match="^" + message):
         dice_regions(pred, true)
 
 
@@ -168,17 +168,17 @@ def test_identical_images():
 
 def test_image_quality_bad_input():
     clean, adv = perturbed_pair(0)
-    with pytest.raises(ValueError, match="clean and adv must share a shape"):
+    with pytest.raises(ValueError, match="^clean and adv must share a shape"):
         image_quality(clean, adv[:, :-1])
-    with pytest.raises(ValueError, match="clean and adv must share a shape"):
+    with pytest.raises(ValueError, match="^clean and adv must share a shape"):
         image_quality(clean[0, 0], adv[0, 0])  # (H, W): no channel axis
     zero_channel = clean.copy()
     zero_channel[1] = 0
-    with pytest.raises(ValueError, match=r"channels \[1\] of the clean image are all zero: "
+    with pytest.raises(ValueError, match=r"^channels \[1\] of the clean image are all zero: "
                        "relative metrics are undefined"):  # fmt: skip
         image_quality(zero_channel, adv)
     adv[0, 0, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="clean and adv must be finite"):
+    with pytest.raises(ValueError, match="^clean and adv must be finite$"):
         image_quality(clean, adv)
 
 
@@ -248,7 +248,7 @@ def test_results_frame_round_trips_through_csv(tmp_path):
 )  # fmt: skip
 def test_result_rows_bad_input(kwargs, message):
     args = dict(model="m", attack="a", subject="s", dice={"WT": 1.0}, eps=0.0, iteration=0)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match="^" + message):
         result_rows(**(args | kwargs))
 
 

@@ -484,3 +484,83 @@ def test_attack_selector_picks_the_final_iteration_and_the_clean_input(full_resu
     assert S.final_iteration(full_results, {"attack": "tifgsm"}) == 10
     with pytest.raises(ValueError, match=r"selector \{'attack': 'cw'\} matches no rows"):
         S.final_iteration(full_results, {"attack": "cw"})
+
+
+def test_signed_rank_edge_results_and_method_labels():
+    empty = S.signed_rank_test(np.array([]))
+    assert np.isnan([empty.statistic, empty.p, empty.effect_size]).all()
+    assert (empty.n_zero, empty.notes, empty.method) == (0, ("no paired subjects",), "none")
+    zeros = S.signed_rank_test(np.zeros(4))
+    assert np.isnan(zeros.statistic) and (zeros.p, zeros.effect_size, zeros.n_zero) == (1, 0, 4)
+    assert (zeros.notes, zeros.method) == (("all differences zero",), "none")
+    rng = np.random.default_rng(8)
+    only_ties = np.array([0.1, 0.1, -0.2, 0.3, 0.3, 0.4, 0.5, -0.6])
+    only_zero = np.r_[0.0, rng.normal(0.1, 0.1, 7)]
+    for d in (only_ties, only_zero):  # either alone makes scipy's exact p invalid
+        assert S.signed_rank_test(d).method == "exact (sign-flip)"
+    assert S.signed_rank_test(only_ties).notes[-1] == "ties among |differences|"
+    ones = S.signed_rank_test(np.array([1.0, 1.0, 0.5, 0.25, -0.125, 0.3]))
+    assert "ties among |differences|" in ones.notes and ones.n_zero == 0  # |d| = 1 is no zero
+    assert S.signed_rank_test(rng.normal(0, 1, 50)).method == "exact"
+    assert S.signed_rank_test(rng.normal(0, 1, 51)).method == "exact (sign-flip)"
+    assert S.signed_rank_test(only_zero, zero_method="pratt").method == "permutation"  # n <= 13
+
+
+def test_pratt_p_is_scipys_pratt_not_wilcox():
+    d = np.array([0, 0, 0, 0.1, 0.2, 0.3, 0.4, -0.05, 0.5, 0.6, 0.7, -0.8, 0.9, 1.1, 1.2])
+    pratt = S.signed_rank_test(d, zero_method="pratt")
+    assert pratt.p == pytest.approx(stats.wilcoxon(d, zero_method="pratt").pvalue, rel=1e-12)
+    assert pratt.p != pytest.approx(stats.wilcoxon(d, zero_method="wilcox").pvalue, rel=1e-3)
+
+
+def test_too_small_note_at_the_boundary_alpha():
+    """n = 5 non-zero pairs: the smallest two-sided p is 2 / 2**5 = 0.0625, which can reach
+    alpha = 0.0625 (p <= alpha) but not alpha = 0.05."""
+    d = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert not any("too small" in n for n in S.signed_rank_test(d, alpha=0.0625).notes)
+    assert "n too small for significance (5 non-zero pairs)" in S.signed_rank_test(d).notes
+    table = _one_condition_table(np.full(5, 0.9), np.full(5, 0.9) - d)
+    assert "too small" not in _test_one(table, alpha=0.0625)["note"]  # alpha reaches the test
+
+
+def test_paired_tests_means_notes_key_columns_and_families():
+    rng = np.random.default_rng(12)
+    ref = rng.uniform(0.6, 0.9, 8)
+    cond = ref - np.r_[0.0, 0.1, 0.1, rng.uniform(0.05, 0.3, 5)]  # a zero and a tie
+    row = _test_one(_one_condition_table(ref, cond))
+    assert (row["mean_ref"], row["mean_cond"]) == (pytest.approx(ref.mean()),
+                                                   pytest.approx(cond.mean()))  # fmt: skip
+    assert row["mean_diff"] == pytest.approx((cond - ref).mean())
+    assert row["note"] == "1 zero differences dropped; ties among |differences|"
+    assert row["reference"] == "attack=none"  # the selector's label when none is given
+    one = _test_one(_one_condition_table(ref[:1], cond[:1] - 0.1))  # a single pair has means
+    assert one["mean_ref"] == pytest.approx(ref[0]) and one["n"] == 1
+    # key columns: a condition without a key gets NaN there; float keys named with %g
+    pgd = _one_condition_table(ref, cond).query("attack == 'fgsm'").assign(attack="pgd")
+    table = pd.concat([_one_condition_table(ref, cond), pgd])
+    table["eps"] = np.where(table["attack"] == "fgsm", 0.1 + 0.2, 0.0)
+    comps = S.against({"attack": "none"}, [{"attack": "fgsm", "eps": 0.3}, {"attack": "pgd"}])
+    out = S.paired_tests(table, comps, n_boot=10, seed=0, family_cols=("eps",))
+    assert out["eps"].iloc[0] == 0.3 and np.isnan(out["eps"].iloc[1])
+    assert out["family"].tolist() == ["all | eps=0.3", "all | eps=nan"]
+
+
+def test_paired_tests_refuses_bad_alpha_and_selectors(results):
+    good = S.against({"attack": "none", "model": "baseline"},
+                     [{"attack": "fgsm", "eps": 0.05, "model": "baseline"}])  # fmt: skip
+    for alpha in (0, 1, 1.5):
+        with pytest.raises(ValueError, match=r"^alpha must be in \(0, 1\)"):
+            S.paired_tests(results, good, n_boot=10, seed=0, alpha=alpha)
+    with pytest.raises(ValueError, match="^no comparisons given$"):
+        S.paired_tests(results, [], n_boot=10, seed=0)
+    for key in ("region", "subject"):
+        fixed = S.against({"attack": "none", key: "WT" if key == "region" else "s00"},
+                          [{"attack": "fgsm", "eps": 0.05}])  # fmt: skip
+        with pytest.raises(ValueError, match=r"fixes region or subject: tests run per region "
+                           "and pair by subject$"):  # fmt: skip
+            S.paired_tests(results, fixed, n_boot=10, seed=0)
+
+
+def test_bootstrap_mean_ci_uses_n_boot():
+    x = np.random.default_rng(4).normal(0.7, 0.1, 12)
+    assert S.bootstrap_mean_ci(x, n_boot=500, seed=1) != S.bootstrap_mean_ci(x, n_boot=2000, seed=1)
