@@ -200,6 +200,7 @@ def segpgd_reference_loss(steps):
 
 def assert_iterates_match(iterates, reference):
     assert [it.step for it in iterates] == list(range(len(reference)))
+    assert all(it.eps == EPS for it in iterates)
     for it, ref in zip(iterates, reference, strict=True):
         torch.testing.assert_close(it.x_adv, ref, rtol=0, atol=1e-5, msg=f"iterate {it.step}")
 
@@ -369,6 +370,38 @@ def test_untargeted_attack_increases_the_loss(model, batch):
         before = attacks.per_sample_loss(LOSS, model(x), y)
         after = attacks.per_sample_loss(LOSS, model(x_adv), y)
     assert (after > before).all()
+
+
+def test_targeted_pgd_steps_down_and_keeps_the_lowest_loss(model, batch):
+    x, _ = batch
+    target = attacks.constant_target(x)
+    args = (model, x, target, LOSS, 0.1, 0.02, 2)
+    g = torch.Generator().manual_seed(3)
+    singles = [attacks.pgd(*args, generator=g, targeted=True) for _ in range(3)]
+    *_, last = attacks.linf_iterates(*args, targeted=True,
+                                     generator=torch.Generator().manual_seed(3))  # fmt: skip
+    assert torch.equal(singles[0], last.x_adv)
+    best = attacks.pgd(*args, generator=torch.Generator().manual_seed(3), restarts=3,
+                       targeted=True)  # fmt: skip
+    model.eval()
+    with torch.no_grad():
+        losses = torch.stack([attacks.per_sample_loss(LOSS, model(s), target) for s in singles])
+        best_loss = attacks.per_sample_loss(LOSS, model(best), target)
+        start_loss = attacks.per_sample_loss(LOSS, model(x), target)
+    torch.testing.assert_close(best_loss, losses.min(0).values)
+    assert (best_loss < start_loss).all()
+
+
+def test_last_iterate_is_evaluated_only_when_asked(model, batch):
+    x, y = batch
+    model.eval()
+    for run in (attacks.linf_iterates, lambda *a, **k: attacks.segpgd_iterates(
+            *a[:3], *a[4:], generator=None, **k)):  # fmt: skip
+        *_, last = run(model, x, y, LOSS, 0.05, 0.02, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(last.logits, model(last.x_adv))
+        *_, skipped = run(model, x, y, LOSS, 0.05, 0.02, 2, evaluate_last=False)
+        assert skipped.logits is None and torch.equal(skipped.x_adv, last.x_adv)
 
 
 def test_pgd_restarts_keep_the_per_sample_worst_case(model, batch):
@@ -547,6 +580,20 @@ def _bad_calls(model, x, y):
         "noise x": (lambda: attacks.random_sign_sweep(x.long(), [0.1], generator=g),
                     r"x must be a float tensor \(B, C, \*spatial\), got torch.int64"),
         "class": (lambda: attacks.constant_target(x, -1), "class_index must be >= 0, got -1"),
+        "alpha=inf": (lambda: attacks.ifgsm(model, x, y, LOSS, 0.05, float("inf"), 3),
+                      "alpha must be finite and > 0, got inf"),
+        "iterates mask": (lambda: attacks.linf_iterates(model, x, y, LOSS, 0.05, 0.01, 2,
+                                                        mask=mask[:, 0]), "mask must be bool"),
+        "segpgd mask": (lambda: attacks.segpgd_iterates(model, x, y, 0.05, 0.01, 2, generator=g,
+                                                        mask=mask[:, 0]), "mask must be bool"),
+        "segpgd alpha": (lambda: attacks.segpgd(model, x, y, 0.05, 0.0, 2, generator=g),
+                         "alpha must be finite and > 0, got 0.0"),
+        "segpgd steps 1.5": (lambda: attacks.segpgd(model, x, y, 0.05, 0.01, 1.5, generator=g),
+                             "steps must be an integer >= 0, got 1.5"),
+        "segpgd float map": (lambda: attacks.segpgd(model, x, y.float(), 0.05, 0.01, 1,
+                                                    generator=g), "SegPGD needs an integer"),
+        "segpgd map shape": (lambda: attacks.segpgd(model, x, y[:, :-1], 0.05, 0.01, 1,
+                                                    generator=g), "SegPGD needs an integer"),
         "loss shape": (lambda: attacks.fgsm(
             model, x, y, lambda logits, t: logits.flatten(1).mean(1).repeat(2), 0.05
         ), r"loss_fn must return a single value, got shape \(2,\)"),
@@ -563,6 +610,7 @@ def test_bad_arguments_raise(model, batch, case):
 def test_edge_arguments_that_are_valid():
     """Class 0 as a target, a temperature below 1, one spatial axis for the noise control."""
     x, _ = make_batch(0)
+    assert (attacks.constant_target(x) == 1).all()  # ti-FGSM's default target: class 1
     target = attacks.constant_target(x, 0)
     assert target.dtype == torch.long and target.shape == (2, SIZE, SIZE, SIZE)
     assert (target == 0).all()

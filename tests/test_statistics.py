@@ -564,3 +564,41 @@ def test_paired_tests_refuses_bad_alpha_and_selectors(results):
 def test_bootstrap_mean_ci_uses_n_boot():
     x = np.random.default_rng(4).normal(0.7, 0.1, 12)
     assert S.bootstrap_mean_ci(x, n_boot=500, seed=1) != S.bootstrap_mean_ci(x, n_boot=2000, seed=1)
+
+
+def test_select_tells_budgets_apart_beyond_float_rounding():
+    df = pd.DataFrame({"eps": [0.0, 1e-10, 0.05, 0.05 * (1 + 1e-6)], "attack": "fgsm"})
+    assert len(S.select(df, {"eps": 0.0})) == 1  # not the 1e-10 row
+    assert len(S.select(df, {"eps": 0.05})) == 1  # not the one 1e-6 away
+    assert len(S.select(df, {"eps": 0.05 + 1e-13})) == 1  # float rounding of the same budget
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # scipy's standard error of 1 resample
+def test_paired_bootstrap_edge_sizes_and_n_boot():
+    ref, cond = np.array([0.8, 0.6]), np.array([0.7, 0.2])
+    two = S.paired_bootstrap(ref, cond, n_boot=200, seed=0)
+    assert two["ci_low"] == pytest.approx(-0.4) and two["ci_high"] == pytest.approx(-0.1)
+    one = S.paired_bootstrap(ref[:1], cond[:1], n_boot=200, seed=0)
+    assert len(one) == 6 and all(np.isnan(v) for v in one.values())
+    x = np.random.default_rng(2).normal(0.7, 0.1, (2, 12))
+    assert S.paired_bootstrap(*x, n_boot=200, seed=1) != S.paired_bootstrap(*x, n_boot=400, seed=1)
+    assert S.paired_bootstrap(*x, n_boot=1, seed=1)["ci_low"] <= 1  # one resample is allowed
+
+
+def test_argument_messages():
+    with pytest.raises(ValueError, match=r"^n_boot must be a positive integer, got 0$"):
+        S.paired_bootstrap(np.ones(3), np.ones(3), n_boot=0, seed=0)
+    for confidence in (0, 1, 1.5):
+        with pytest.raises(ValueError, match=r"^confidence must be in \(0, 1\), got"):
+            S.bootstrap_mean_ci(np.arange(3.0), confidence=confidence)
+    with pytest.raises(ValueError, match=r"^ci_method must be one of \['percentile'"):
+        S.paired_bootstrap(np.ones(3), np.ones(3), n_boot=10, seed=0, method="student")
+    with pytest.raises(ValueError, match=r"^zero_method must be one of \['wilcox'"):
+        S.signed_rank_test(np.ones(3), zero_method="drop")
+    with pytest.raises(ValueError, match=r"^differences must be 1-D, got shape \(2, 2\)$"):
+        S.signed_rank_test(np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"^differences must be finite \(drop missing pairs"):
+        S.signed_rank_test(np.array([0.1, np.inf]))
+    df = _one_condition_table(np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="add keys .* until it picks one condition$"):
+        S.per_subject(pd.concat([df, df]), {"attack": "none"}, "WT", "dice")
