@@ -69,14 +69,18 @@ def test_p_values_match_an_enumerated_null_and_hand_coded_corrections(results, c
                          correction=correction)  # fmt: skip
 
     base = results.set_index(["model", "attack", "eps", "region", "subject"])["dice"].sort_index()
-    expected_p = []
+    expected_p, expected_w = [], []
     for c in conds:
         for region in REGIONS:
             x = base.loc[(c["model"], "fgsm", c["eps"], region)]
             y = base.loc[("baseline", "fgsm", 0.05, region)]
-            expected_p.append(enumerated_signed_rank_p(x.to_numpy() - y.loc[x.index].to_numpy()))
+            d = x.to_numpy() - y.loc[x.index].to_numpy()
+            expected_p.append(enumerated_signed_rank_p(d))
+            ranks = np.argsort(np.argsort(np.abs(d))) + 1  # no ties here
+            expected_w.append(min(ranks[d > 0].sum(), ranks[d < 0].sum()))  # two-sided W
     assert len(set(np.round(expected_p, 6))) >= 3  # a spread of p-values: Holm != Bonferroni
     np.testing.assert_allclose(out["p"], expected_p, rtol=1e-12)
+    np.testing.assert_allclose(out["statistic"], expected_w)
     adjust = {"bonferroni": bonferroni, "holm": holm}[correction]
     np.testing.assert_allclose(out["p_adj"], adjust(expected_p), rtol=1e-12)
     np.testing.assert_array_equal(out["significant"], np.array(adjust(expected_p)) <= 0.05)
@@ -504,6 +508,10 @@ def test_signed_rank_edge_results_and_method_labels():
     assert S.signed_rank_test(rng.normal(0, 1, 50)).method == "exact"
     assert S.signed_rank_test(rng.normal(0, 1, 51)).method == "exact (sign-flip)"
     assert S.signed_rank_test(only_zero, zero_method="pratt").method == "permutation"  # n <= 13
+    # scipy's own choice for n <= 13 with zeros: its p equals the exhaustive permutation's
+    for n, method in ((13, "permutation"), (14, "normal approximation")):
+        d = np.r_[0.0, rng.normal(0.1, 0.1, n - 1)]
+        assert S.signed_rank_test(d, zero_method="pratt").method == method
 
 
 def test_pratt_p_is_scipys_pratt_not_wilcox():
@@ -511,6 +519,7 @@ def test_pratt_p_is_scipys_pratt_not_wilcox():
     pratt = S.signed_rank_test(d, zero_method="pratt")
     assert pratt.p == pytest.approx(stats.wilcoxon(d, zero_method="pratt").pvalue, rel=1e-12)
     assert pratt.p != pytest.approx(stats.wilcoxon(d, zero_method="wilcox").pvalue, rel=1e-3)
+    assert pratt.effect_size == S.rank_biserial(d, "pratt") != S.rank_biserial(d, "wilcox")
 
 
 def test_too_small_note_at_the_boundary_alpha():
@@ -602,3 +611,15 @@ def test_argument_messages():
     df = _one_condition_table(np.ones(3), np.ones(3))
     with pytest.raises(ValueError, match="add keys .* until it picks one condition$"):
         S.per_subject(pd.concat([df, df]), {"attack": "none"}, "WT", "dice")
+
+
+def test_paired_tests_passes_the_interval_method():
+    """Same resamples (seeded per test), so basic = 2·mean − the percentile interval reversed."""
+    rng = np.random.default_rng(6)
+    ref = rng.uniform(0.6, 0.9, 12)
+    table = _one_condition_table(ref, ref - rng.gamma(1.0, 0.05, 12))
+    percentile, basic = (_test_one(table, ci_method=m) for m in ("percentile", "basic"))
+    mean = percentile["mean_diff"]
+    assert basic["ci_low"] == pytest.approx(2 * mean - percentile["ci_high"])
+    assert basic["ci_high"] == pytest.approx(2 * mean - percentile["ci_low"])
+    assert basic["ci_low"] != pytest.approx(percentile["ci_low"])
