@@ -547,10 +547,11 @@ def test_paired_tests_means_notes_key_columns_and_families():
     # key columns: a condition without a key gets NaN there; float keys named with %g
     pgd = _one_condition_table(ref, cond).query("attack == 'fgsm'").assign(attack="pgd")
     table = pd.concat([_one_condition_table(ref, cond), pgd])
-    table["eps"] = np.where(table["attack"] == "fgsm", 0.1 + 0.2, 0.0)
-    comps = S.against({"attack": "none"}, [{"attack": "fgsm", "eps": 0.3}, {"attack": "pgd"}])
+    table["eps"] = np.where(table["attack"] == "fgsm", 0.3, 0.0)
+    eps = 0.1 + 0.2  # 0.30000000000000004: selected with a tolerance, named with %g
+    comps = S.against({"attack": "none"}, [{"attack": "fgsm", "eps": eps}, {"attack": "pgd"}])
     out = S.paired_tests(table, comps, n_boot=10, seed=0, family_cols=("eps",))
-    assert out["eps"].iloc[0] == 0.3 and np.isnan(out["eps"].iloc[1])
+    assert out["eps"].iloc[0] == eps and np.isnan(out["eps"].iloc[1])
     assert out["family"].tolist() == ["all | eps=0.3", "all | eps=nan"]
 
 
