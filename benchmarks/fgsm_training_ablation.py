@@ -20,9 +20,12 @@ priority (``--variants`` picks some):
 - ``baseline_w16``, ``fgsm_w16``: baseline and FGSM training at twice the width (16 filters)
 - ``baseline_epochs_x2``: the baseline at twice the epochs, the reference for ``epochs_x2``
 
-Each finished variant is appended to ``<out>/results.csv`` (one row per variant and region)
-and skipped when the script runs again, so it can be stopped and resumed (an interrupted
-training resumes from its checkpoint); models and logs are kept under ``<out>/models``. Several
+Each finished variant is appended to ``<out>/results.csv`` (one row per variant and region,
+with the time it was ``measured`` and the ``run`` that measured it) and skipped when the script
+runs again, so it can be stopped and resumed (an interrupted training resumes from its
+checkpoint); models and logs are kept under ``<out>/models``. The report marks each row
+measured by this run ``this run`` and each row reused from an earlier run with its date (a
+table of an older version of this script, without dates, says "date not recorded"). Several
 processes may share ``<out>``: each variant is claimed by the first to start it (a process
 killed mid-training leaves ``models/<variant>/claimed``: delete it to resume). ``cpu_s`` is
 the training's CPU time in this process, ``cpu_s_per_epoch`` the same per epoch trained here.
@@ -43,6 +46,7 @@ import csv
 import logging
 import time
 from dataclasses import asdict, replace
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -76,7 +80,14 @@ ATTACK = {  # the workflow's FGSM attack settings (schema defaults)
     "fgsm": {"epsilons": [EPS]},
     "examples": {"eps": [], "subjects": []},
 }
-COLUMNS = ("variant", "region", "clean", "fgsm", "cpu_s", "cpu_s_per_epoch", "settings")
+COLUMNS = (
+    "variant", "region", "clean", "fgsm", "cpu_s", "cpu_s_per_epoch", "settings", "measured", "run",
+)  # fmt: skip
+UNDATED = "date not recorded"
+
+
+def now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
 
 
 def variants(fgsm: TrainSettings, baseline: TrainSettings) -> dict[str, TrainSettings]:
@@ -114,16 +125,32 @@ def evaluate(
 
 
 def append(
-    out_csv: Path, variant: str, scores: dict, cpu_s: float, epochs: int, settings: dict
+    out_csv: Path, variant: str, scores: dict, cpu_s: float, epochs: int, settings: dict, run: str
 ) -> None:
     new = not out_csv.exists()
     per_epoch = f"{cpu_s / epochs:.1f}" if epochs else ""
+    measured = now()
     with open(out_csv, "a", newline="") as stream:
         writer = csv.writer(stream)
         if new:
             writer.writerow(COLUMNS)
         for region, (clean, fgsm) in scores.items():
-            writer.writerow([variant, region, clean, fgsm, f"{cpu_s:.0f}", per_epoch, settings])
+            writer.writerow([variant, region, clean, fgsm, f"{cpu_s:.0f}", per_epoch, settings,
+                             measured, run])  # fmt: skip
+
+
+def add_dates(out_csv: Path) -> None:
+    """Give a table of an older version of this script (no dates) the columns ``measured`` and
+    ``run``, marked as undated."""
+    if not out_csv.exists():
+        return
+    df = pd.read_csv(out_csv)
+    if set(COLUMNS) <= set(df.columns):
+        return
+    for column in ("measured", "run"):
+        if column not in df:
+            df[column] = UNDATED
+    df[list(COLUMNS)].to_csv(out_csv, index=False)
 
 
 def finished(out_csv: Path) -> set[str]:
@@ -140,17 +167,25 @@ def claim(folder: Path) -> bool:
     return True
 
 
-def report(out_csv: Path) -> str:
-    """Clean and FGSM Dice per variant and region, and the FGSM gain over the baseline."""
+def report(out_csv: Path, run: str) -> str:
+    """Clean and FGSM Dice per variant and region, the FGSM gain over the baseline, and when
+    each row was measured: ``this run`` or the date of the earlier run it is reused from."""
     df = pd.read_csv(out_csv)
     table = df.pivot_table(index="variant", columns="region", values=["clean", "fgsm"])
     base = table.loc["baseline", "fgsm"]
     gain = table["fgsm"] - base
     gain.columns = [f"gain_{c}" for c in gain.columns]
-    cpu = df.groupby("variant")[["cpu_s", "cpu_s_per_epoch"]].first()
+    first = df.groupby("variant")[["cpu_s", "cpu_s_per_epoch", "measured", "run"]].first()
+    first["measured"] = [
+        "this run" if r == run else (m if m == UNDATED else f"reused, {m}")
+        for m, r in first[["measured", "run"]].itertuples(index=False)
+    ]
     table.columns = [f"{a}_{r}" for a, r in table.columns]
     order = list(dict.fromkeys(df["variant"]))
-    return table.join(gain).join(cpu).loc[order].round(3).to_string()
+    out = table.join(gain).join(first.drop(columns="run")).loc[order].round(3)
+    reused = (out["measured"] != "this run").sum()
+    note = f"\n{reused} of {len(out)} rows reused from earlier runs in {out_csv}" if reused else ""
+    return out.to_string() + note
 
 
 def step_cost(
@@ -160,6 +195,7 @@ def step_cost(
     volumes = [open_volume(d) for d in dirs]
     rows = {}
     chosen = {**reference, **{k: todo[k] for k in ("train_mode", "accumulate_train", "pgd_k3")}}
+    kernels = {s.conv_kernel for s in chosen.values()}
     for name, settings in chosen.items():
         torch.manual_seed(0)
         model = architectures.build(**settings.architecture, input_shape=volumes[0].image.shape[1:])
@@ -179,9 +215,11 @@ def step_cost(
             step(model, image, label, ctx)
         rows[name] = (time.process_time() - began) / n
     base = rows["baseline"]
+    header = f"{n} steps each, batch 1, fp32 (no autocast), conv kernel {', '.join(kernels)}"
     return "\n".join(
-        f"{k:20s} {v:6.3f} CPU-s/step  {v / base:4.2f}x baseline" for k, v in rows.items()
-    )
+        [header, *(f"{k:20s} {v:6.3f} CPU-s/step  {v / base:4.2f}x baseline"
+                   for k, v in rows.items())]
+    )  # fmt: skip
 
 
 def loss_check(models: dict[str, Path], test_dirs: list[Path]) -> str:
@@ -212,6 +250,8 @@ def main() -> None:
     res, out = args.results, args.out
     out.mkdir(parents=True, exist_ok=True)
     out_csv = out / "results.csv"
+    run = now()  # this run's rows carry its start time
+    add_dates(out_csv)
     done = finished(out_csv)
     split = res / "split.csv"
     train_dirs, val_dirs, test_dirs = (
@@ -237,7 +277,8 @@ def main() -> None:
         return
     for name, path in reference.items():
         if name not in done:
-            append(out_csv, name, evaluate(path, test_dirs), 0.0, 0, asdict(settings[name]))
+            scores = evaluate(path, test_dirs)
+            append(out_csv, name, scores, 0.0, 0, asdict(settings[name]), run)
     for name in args.variants or list(todo):
         folder = out / "models" / name
         if name in finished(out_csv) or not claim(folder):
@@ -252,9 +293,9 @@ def main() -> None:
             (folder / "claimed").unlink()
         cpu_s = time.process_time() - began
         scores = evaluate(folder / "model.pt", test_dirs)
-        append(out_csv, name, scores, cpu_s, todo[name].epochs - start, asdict(todo[name]))
-        logging.info("%s done in %.0f CPU-s\n%s", name, cpu_s, report(out_csv))
-    print(report(out_csv))
+        append(out_csv, name, scores, cpu_s, todo[name].epochs - start, asdict(todo[name]), run)
+        logging.info("%s done in %.0f CPU-s\n%s", name, cpu_s, report(out_csv, run))
+    print(report(out_csv, run))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,21 @@
 3. Distillation: a teacher forward (eval, no grad) relative to a student training step, the
    per-step cost that caching the teacher's logits saves.
 
+Like with like: both loops build the same network (:func:`segrobust.architectures.build`), run
+their convolutions on the same kernel (``--conv-kernel``, the training default: oneDNN) and in
+the same precision (``--amp``, resolved by :func:`segrobust.model.use_amp` as training does:
+``auto`` is bf16 on a CPU with native bf16). The precision and kernel each loop recorded are
+printed, and the run stops if they differ.
+
 Times are CPU seconds of this process (``time.process_time``) on one torch thread: the machine
 is shared, and wall time under other workers' load varied 3x between repeats of the same loop
 (one thread: no OpenMP spin-waiting counted as work). Repeats are interleaved; medians printed.
 
-Run: ``python benchmarks/training_overhead.py`` (CPU; about 300 training steps).
+Run: ``python benchmarks/training_overhead.py`` (CPU; about 300 training steps); the smallest
+run: ``--repeats 1 --subjects 2 --big-shape 0``.
 """
 
+import argparse
 import statistics
 import tempfile
 import time
@@ -27,14 +35,15 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from segrobust import architectures
+from segrobust.kernels import CONV_KERNELS, provenance, set_conv_kernel
 from segrobust.losses import segmentation_loss
-from segrobust.model import UNet3D
+from segrobust.model import AMP_MODES, autocast, load_model, use_amp
 from segrobust.training import TrainSettings, augment, open_volume, train
 
 SHAPE = (32, 32, 32)
-N_SUBJECTS = 10  # steps per epoch at batch size 1: 2 epochs = 20 timed steps
-NET = {"base_filters": 8, "depth": 4}
-REPEATS = 5
+ARCHITECTURE = {"name": "UNet3D", "kwargs": {"base_filters": 8, "depth": 4}}
+CPU = torch.device("cpu")
 clock = time.process_time
 
 
@@ -53,21 +62,37 @@ def write_volumes(root: Path, shape: tuple[int, int, int], n: int) -> list[Path]
     return dirs
 
 
-def loop_seconds(dirs: list[Path], out: Path, epochs: int) -> float:
-    architecture = {"name": "UNet3D", "kwargs": NET}
-    settings = TrainSettings(strategy="baseline", epochs=epochs, lr=1e-4, architecture=architecture)
+def build(kernel: str) -> torch.nn.Module:
+    """The benchmark network as training builds it, convolutions on ``kernel``."""
+    model = architectures.build(**ARCHITECTURE, input_shape=SHAPE)
+    return set_conv_kernel(model, kernel)
+
+
+def loop_seconds(
+    dirs: list[Path], out: Path, epochs: int, amp: str, kernel: str
+) -> tuple[float, dict]:
+    """CPU seconds of :func:`train` for ``epochs``, and the precision and kernel it recorded."""
+    settings = TrainSettings(strategy="baseline", epochs=epochs, lr=1e-4,
+                             architecture=ARCHITECTURE, amp=amp, conv_kernel=kernel)  # fmt: skip
     began = clock()
     train(settings, dirs, [], out / "m.pt", out / "log.csv", out / "ckpt.pt", device="cpu")
-    return clock() - began
+    seconds = clock() - began
+    extra = load_model(out / "m.pt")[1]
+    return seconds, {k: extra[k] for k in ("precision", "kernel")}
 
 
-def project_step(dirs: list[Path], out: Path) -> float:
-    return (loop_seconds(dirs, out, 3) - loop_seconds(dirs, out, 1)) / (2 * len(dirs))
+def project_step(dirs: list[Path], out: Path, amp: str, kernel: str) -> tuple[float, dict]:
+    three, ran = loop_seconds(dirs, out / "e3", 3, amp, kernel)
+    one, _ = loop_seconds(dirs, out / "e1", 1, amp, kernel)
+    return (three - one) / (2 * len(dirs)), ran
 
 
-def bare_step(dirs: list[Path], steps: int = 2 * N_SUBJECTS, warmup: int = 5) -> float:
+def bare_step(dirs: list[Path], amp: bool, kernel: str, warmup: int = 5) -> tuple[float, dict]:
+    """Per-step CPU seconds of forward, loss, backward and Adam on volumes held in memory, and
+    the precision and kernel that ran (:func:`segrobust.kernels.provenance`)."""
+    steps = 2 * len(dirs)
     torch.manual_seed(0)
-    model = UNet3D(**NET)
+    model = build(kernel).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     data = [
         (
@@ -81,9 +106,11 @@ def bare_step(dirs: list[Path], steps: int = 2 * N_SUBJECTS, warmup: int = 5) ->
             began = clock()
         image, label = data[i % len(data)]
         optimizer.zero_grad(set_to_none=True)
-        segmentation_loss(model(image), label, "with_background").backward()
+        with autocast(CPU, amp):
+            loss = segmentation_loss(model(image), label, "with_background")
+        loss.backward()
         optimizer.step()
-    return (clock() - began) / steps
+    return (clock() - began) / steps, provenance(model, CPU, amp)
 
 
 def median_time(fn, repeats: int = 20) -> float:
@@ -106,20 +133,22 @@ def loading(d: Path) -> tuple[float, float, float]:
     return npy, npy_aug, nii
 
 
-def teacher_ratio(dirs: list[Path]) -> float:
+def teacher_ratio(dirs: list[Path], amp: bool, kernel: str) -> float:
     torch.manual_seed(0)
-    student, teacher = UNet3D(**NET), UNet3D(**NET).eval()
+    student, teacher = build(kernel).train(), build(kernel).eval()
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-4)
     image = torch.from_numpy(np.load(dirs[0] / "image.npy"))[None]
     soft = torch.full((1, 4, *SHAPE), 0.25)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        segmentation_loss(student(image), soft, "with_background").backward()
+        with autocast(CPU, amp):
+            loss = segmentation_loss(student(image), soft, "with_background")
+        loss.backward()
         optimizer.step()
 
     def forward() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(CPU, amp):
             teacher(image)
 
     step(), forward()
@@ -127,19 +156,34 @@ def teacher_ratio(dirs: list[Path]) -> float:
 
 
 def main() -> None:
+    defaults = TrainSettings(strategy="baseline", epochs=1, lr=1e-4)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--subjects", type=int, default=10, help="steps per epoch (batch 1)")
+    parser.add_argument("--amp", choices=AMP_MODES, default=defaults.amp)
+    parser.add_argument("--conv-kernel", choices=list(CONV_KERNELS), default=defaults.conv_kernel)
+    parser.add_argument("--big-shape", type=int, default=128, help="loading test; 0 skips it")
+    args = parser.parse_args()
     torch.set_num_threads(1)
+    amp, kernel = use_amp(args.amp, CPU), args.conv_kernel
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        dirs = write_volumes(root / "data", SHAPE, N_SUBJECTS)
-        big = write_volumes(root / "data", (128, 128, 128), 1)[0]
+        dirs = write_volumes(root / "data", SHAPE, args.subjects)
         project, bare = [], []
-        for r in range(REPEATS):  # interleaved: the machine's load drifts
-            bare.append(bare_step(dirs))
-            project.append(project_step(dirs, root / f"run{r}"))
+        for r in range(args.repeats):  # interleaved: the machine's load drifts
+            seconds, bare_ran = bare_step(dirs, amp, kernel)
+            bare.append(seconds)
+            seconds, project_ran = project_step(dirs, root / f"run{r}", args.amp, kernel)
+            if project_ran != bare_ran:
+                raise RuntimeError(f"unlike loops: segrobust ran {project_ran}, bare {bare_ran}")
+            project.append(seconds)
         p, b = statistics.median(project), statistics.median(bare)
+        kwargs = ARCHITECTURE["kwargs"]
         print(
-            f"net base {NET['base_filters']} depth {NET['depth']}, {SHAPE[0]}³, batch 1, CPU fp32, "
-            f"{torch.get_num_threads()} torch thread, CPU time"
+            f"{ARCHITECTURE['name']} base {kwargs['base_filters']} depth {kwargs['depth']}, "
+            f"{SHAPE[0]}³, batch 1, {args.subjects} subjects, {args.repeats} repeats, "
+            f"{torch.get_num_threads()} torch thread, CPU time; amp {args.amp!r}: both loops ran "
+            f"{bare_ran['precision']} with kernel {bare_ran['kernel']} (as recorded)"
         )
         print(
             f"training step: segrobust loop {p * 1e3:.1f} ms, bare torch loop {b * 1e3:.1f} ms, "
@@ -149,7 +193,11 @@ def main() -> None:
             f"  per repeat: loop {[round(x * 1e3, 1) for x in project]} ms, "
             f"bare {[round(x * 1e3, 1) for x in bare]} ms"
         )
-        for name, d in (("32³", dirs[0]), ("128³", big)):
+        sizes = [(f"{SHAPE[0]}³", dirs[0])]
+        if args.big_shape:
+            big = (args.big_shape,) * 3
+            sizes.append((f"{args.big_shape}³", write_volumes(root / "data", big, 1)[0]))
+        for name, d in sizes:
             npy, npy_aug, nii = loading(d)
             print(
                 f"load one volume {name}: mmap .npy {npy * 1e3:.2f} ms (with augmentation "
@@ -159,8 +207,8 @@ def main() -> None:
             if d == dirs[0]:
                 print(f"  loading + augmentation = {100 * npy_aug / b:.2f}% of a training step")
         print(
-            f"teacher forward / student step = {teacher_ratio(dirs):.2f} "
-            "(per-step cost of computing soft labels on the fly)"
+            f"teacher forward / student step = {teacher_ratio(dirs, amp, kernel):.2f} "
+            f"(per-step cost of computing soft labels on the fly; {bare_ran['precision']})"
         )
 
 

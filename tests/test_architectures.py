@@ -74,7 +74,7 @@ def cohort(tmp_path_factory):
 def test_monai_network_trains_with_every_strategy_and_is_attacked_by_every_attack(cohort, tmp_path):
     common = {"epochs": 1, "lr": 3e-3, "architecture": DYNUNET}
     runs = {
-        "baseline": {},
+        "baseline": {"epochs": 6},  # long enough to see it learn (0.07 s an epoch)
         "adversarial": {"epsilon": 0.05},
         "noise": {},
         "distill_teacher": {"temperature": 5.0},
@@ -90,6 +90,11 @@ def test_monai_network_trains_with_every_strategy_and_is_attacked_by_every_attac
         model, settings = load_model(out / "model.pt")
         assert architectures.record(model)["name"] == "DynUNet"
         assert settings["settings"]["architecture"] == DYNUNET
+        if strategy == "baseline":  # it learns: the loss falls, validation Dice rises
+            log = settings["log"]
+            losses = [row["train_loss"] for row in log]
+            assert losses[-1] < losses[0] - 0.03, log
+            assert log[-1]["val_dice_WT"] > log[0]["val_dice_WT"], log
     image = torch.from_numpy(np.load(cohort[1][0] / "image.npy"))[None]
     target = torch.from_numpy(np.load(cohort[1][0] / "label.npy"))[None].long()
     loss = partial(segmentation_loss, variant="with_background")

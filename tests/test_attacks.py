@@ -68,6 +68,15 @@ def test_fgsm_matches_independent_gradient(model, batch):
     expected = x + eps_abs * x_ref.grad.sign()
     torch.testing.assert_close(x_adv, expected, rtol=0, atol=0)
     assert (x_adv != x).float().mean() > 0.5
+    # targeted: a step down the loss towards the target
+    target = torch.ones_like(y)
+    x_ref = x.clone().requires_grad_(True)
+    logits = reference(x_ref)
+    sum(LOSS(logits[i : i + 1], target[i : i + 1]) for i in range(2)).backward()
+    torch.testing.assert_close(
+        attacks.fgsm(model, x, target, LOSS, eps, targeted=True),
+        x - eps_abs * x_ref.grad.sign(), rtol=0, atol=0,
+    )  # fmt: skip
 
 
 def test_attacks_leave_the_model_untouched():
@@ -112,6 +121,7 @@ def test_fgsm_sweep_equals_single_fgsm(model, batch):
     epsilons = [0.0, 0.01, 0.05, 0.1]
     sweep = list(attacks.fgsm_sweep(model, x, y, LOSS, epsilons))
     assert [it.eps for it in sweep] == epsilons
+    assert [it.step for it in sweep] == [1] * len(epsilons)  # one gradient step
     model.eval()
     for it in sweep:
         torch.testing.assert_close(
@@ -125,9 +135,12 @@ def test_fgsm_sweep_equals_single_fgsm(model, batch):
 @pytest.mark.parametrize("eval_batch", [2, 3])
 def test_fgsm_sweep_batched_evaluation(model, batch, eval_batch):
     x, y = batch
-    epsilons = [0.02, 0.0, 0.01, 0.05, 0.1]
-    single = list(attacks.fgsm_sweep(model, x, y, LOSS, epsilons))
-    batched = list(attacks.fgsm_sweep(model, x, y, LOSS, epsilons, eval_batch=eval_batch))
+    epsilons = [0.02, 0.0, 0.01, 0.05, 1.0]
+    mask = brain_mask(x)  # zero direction outside: the batched inputs must match there too
+    single = list(attacks.fgsm_sweep(model, x, y, LOSS, epsilons, mask=mask))
+    batched = list(
+        attacks.fgsm_sweep(model, x, y, LOSS, epsilons, mask=mask, eval_batch=eval_batch)
+    )
     assert [it.eps for it in batched] == epsilons
     for a, b in zip(single, batched, strict=True):
         assert torch.equal(a.x_adv, b.x_adv)
@@ -149,6 +162,120 @@ def test_fgsm_relative_budget_matches_quality_metrics(model, batch):
 
 
 # --- iterative attacks ------------------------------------------------------------------------
+
+
+def reference_iterates(model, x, target, loss, eps, alpha, steps, start, descend=False):
+    """Hand-written L∞ loop: X_{k+1} = Π(X_k ± α_abs·sign ∇ Σ_i loss_k(X_k)_i), ε_abs = ε·max|x|
+    per sample and channel; ``loss(logits, target, k)`` is the batch's summed objective."""
+    model = copy.deepcopy(model).eval()
+    scale = x.abs().amax(dim=tuple(range(2, x.ndim)), keepdim=True)
+    iterates = [start]
+    for k in range(steps):
+        x_k = iterates[-1].clone().requires_grad_(True)
+        loss(model(x_k), target, k).backward()
+        step = alpha * scale * x_k.grad.sign()
+        delta = x_k.detach() + (-step if descend else step) - x
+        iterates.append(x + torch.clamp(delta, -eps * scale, eps * scale))
+    return iterates
+
+
+def summed(loss_fn):
+    return lambda logits, target, k: sum(
+        loss_fn(logits[i : i + 1], target[i : i + 1]) for i in range(logits.shape[0])
+    )
+
+
+def segpgd_reference_loss(steps):
+    """Gu et al. (2022): CE weighted 1 − λ on correct and λ on wrong voxels, λ = k / (2T),
+    averaged over voxels, summed over samples."""
+
+    def loss(logits, target, k):
+        ce = nn.functional.cross_entropy(logits, target, reduction="none")
+        lam = k / (2 * steps)
+        weight = torch.where(logits.argmax(1) == target, 1 - lam, lam)
+        return (weight * ce).flatten(1).mean(1).sum()
+
+    return loss
+
+
+def assert_iterates_match(iterates, reference):
+    assert [it.step for it in iterates] == list(range(len(reference)))
+    assert all(it.eps == EPS for it in iterates)
+    for it, ref in zip(iterates, reference, strict=True):
+        torch.testing.assert_close(it.x_adv, ref, rtol=0, atol=1e-5, msg=f"iterate {it.step}")
+
+
+def assert_budget_spent(x_adv, x, eps):
+    """With α·N >= ε the sign steps reach the edge of the ball: max |δ| = ε·scale per sample and
+    channel (not ε/2, not α·N/4)."""
+    scale = x.abs().amax(dim=(2, 3, 4), keepdim=True)
+    reached = (x_adv - x).abs().amax(dim=(2, 3, 4), keepdim=True) / scale
+    torch.testing.assert_close(reached, torch.full_like(reached, eps), rtol=1e-5, atol=0)
+
+
+# paper-like budget: α·N = ε; a voxel whose gradient sign never changes reaches ε at step N
+EPS, ALPHA, STEPS = 0.05, 0.0125, 4
+
+
+def test_ifgsm_iterates_equal_a_hand_written_loop(model, batch):
+    x, y = batch
+    iterates = list(attacks.linf_iterates(model, x, y, LOSS, EPS, ALPHA, STEPS))
+    reference = reference_iterates(model, x, y, summed(LOSS), EPS, ALPHA, STEPS, x)
+    assert_iterates_match(iterates, reference)
+    assert_budget_spent(iterates[-1].x_adv, x, EPS)
+    assert torch.equal(attacks.ifgsm(model, x, y, LOSS, EPS, ALPHA, STEPS), iterates[-1].x_adv)
+
+
+def test_tifgsm_iterates_descend_like_a_hand_written_loop(model, batch):
+    x, _ = batch
+    target = torch.ones(x.shape[0], *x.shape[2:], dtype=torch.long)
+    iterates = list(attacks.linf_iterates(model, x, target, LOSS, EPS, ALPHA, STEPS, targeted=True))
+    reference = reference_iterates(
+        model, x, target, summed(LOSS), EPS, ALPHA, STEPS, x, descend=True
+    )
+    assert_iterates_match(iterates, reference)
+    assert_budget_spent(iterates[-1].x_adv, x, EPS)
+
+
+def test_pgd_from_its_start_equals_a_hand_written_loop(model, batch):
+    x, y = batch
+    generators = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    iterates = list(
+        attacks.linf_iterates(model, x, y, LOSS, EPS, ALPHA, STEPS, generator=generators)
+    )
+    start = iterates[0].x_adv  # the random start; the loop from it is checked by hand
+    scale = x.abs().amax(dim=(2, 3, 4), keepdim=True)
+    u = (start - x) / (EPS * scale)  # uniform on (-1, 1) in every voxel
+    assert u.abs().max() <= 1 and abs(float(u.mean())) < 0.02
+    assert float(u.abs().mean()) == pytest.approx(0.5, abs=0.02)
+    reference = reference_iterates(model, x, y, summed(LOSS), EPS, ALPHA, STEPS, start)
+    assert_iterates_match(iterates, reference)
+    assert_budget_spent(iterates[-1].x_adv, x, EPS)
+    generators = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    final = attacks.pgd(model, x, y, LOSS, EPS, ALPHA, STEPS, generator=generators)
+    assert torch.equal(final, iterates[-1].x_adv)
+
+
+def test_segpgd_iterates_equal_a_hand_written_loop(model, batch):
+    x, y = batch
+    iterates = list(attacks.segpgd_iterates(model, x, y, EPS, ALPHA, STEPS, generator=None))
+    reference = reference_iterates(model, x, y, segpgd_reference_loss(STEPS), EPS, ALPHA, STEPS, x)
+    assert_iterates_match(iterates, reference)
+    assert_budget_spent(iterates[-1].x_adv, x, EPS)
+    assert torch.equal(
+        attacks.segpgd(model, x, y, EPS, ALPHA, STEPS, generator=None), iterates[-1].x_adv
+    )
+    g = [torch.Generator().manual_seed(s) for s in (8, 9)]
+    random_start = attacks.segpgd(model, x, y, EPS, ALPHA, STEPS, generator=g)
+    assert not torch.equal(random_start, iterates[-1].x_adv)
+    # from a random start: the same loop from the start drawn
+    g = [torch.Generator().manual_seed(s) for s in (8, 9)]
+    iterates = list(attacks.segpgd_iterates(model, x, y, EPS, ALPHA, STEPS, generator=g))
+    reference = reference_iterates(
+        model, x, y, segpgd_reference_loss(STEPS), EPS, ALPHA, STEPS, iterates[0].x_adv
+    )
+    assert_iterates_match(iterates, reference)
+    assert torch.equal(random_start, iterates[-1].x_adv)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -243,6 +370,38 @@ def test_untargeted_attack_increases_the_loss(model, batch):
         before = attacks.per_sample_loss(LOSS, model(x), y)
         after = attacks.per_sample_loss(LOSS, model(x_adv), y)
     assert (after > before).all()
+
+
+def test_targeted_pgd_steps_down_and_keeps_the_lowest_loss(model, batch):
+    x, _ = batch
+    target = attacks.constant_target(x)
+    args = (model, x, target, LOSS, 0.1, 0.02, 2)
+    g = torch.Generator().manual_seed(3)
+    singles = [attacks.pgd(*args, generator=g, targeted=True) for _ in range(3)]
+    *_, last = attacks.linf_iterates(*args, targeted=True,
+                                     generator=torch.Generator().manual_seed(3))  # fmt: skip
+    assert torch.equal(singles[0], last.x_adv)
+    best = attacks.pgd(*args, generator=torch.Generator().manual_seed(3), restarts=3,
+                       targeted=True)  # fmt: skip
+    model.eval()
+    with torch.no_grad():
+        losses = torch.stack([attacks.per_sample_loss(LOSS, model(s), target) for s in singles])
+        best_loss = attacks.per_sample_loss(LOSS, model(best), target)
+        start_loss = attacks.per_sample_loss(LOSS, model(x), target)
+    torch.testing.assert_close(best_loss, losses.min(0).values)
+    assert (best_loss < start_loss).all()
+
+
+def test_last_iterate_is_evaluated_only_when_asked(model, batch):
+    x, y = batch
+    model.eval()
+    for run in (attacks.linf_iterates, lambda *a, **k: attacks.segpgd_iterates(
+            *a[:3], *a[4:], generator=None, **k)):  # fmt: skip
+        *_, last = run(model, x, y, LOSS, 0.05, 0.02, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(last.logits, model(last.x_adv))
+        *_, skipped = run(model, x, y, LOSS, 0.05, 0.02, 2, evaluate_last=False)
+        assert skipped.logits is None and torch.equal(skipped.x_adv, last.x_adv)
 
 
 def test_pgd_restarts_keep_the_per_sample_worst_case(model, batch):
@@ -371,39 +530,93 @@ def test_random_sign_is_plus_minus_eps_inside_the_mask_and_seeded(batch):
 
 
 def _bad_calls(model, x, y):
+    """case -> (call, the error message it must give)."""
     g = torch.Generator().manual_seed(0)
     soft_y = nn.functional.one_hot(y, 4).movedim(-1, 1).float()
+    mask = brain_mask(x)
     return {
-        "eps<0": lambda: attacks.fgsm(model, x, y, LOSS, -0.1),
-        "eps=inf": lambda: attacks.fgsm(model, x, y, LOSS, float("inf")),
-        "alpha": lambda: attacks.ifgsm(model, x, y, LOSS, 0.05, 0.0, 3),
-        "steps": lambda: attacks.ifgsm(model, x, y, LOSS, 0.05, 0.01, -1),
-        "target batch": lambda: attacks.fgsm(model, x, y[:1], LOSS, 0.05),
-        "mask dtype": lambda: attacks.fgsm(model, x, y, LOSS, 0.05, mask=brain_mask(x).float()),
-        "mask shape": lambda: attacks.fgsm(model, x, y, LOSS, 0.05, mask=brain_mask(x)[:, :, 0]),
-        "x dtype": lambda: attacks.fgsm(model, x.long(), y, LOSS, 0.05),
-        "epsilons": lambda: attacks.fgsm_sweep(model, x, y, LOSS, []),
-        "eval_batch": lambda: attacks.fgsm_sweep(model, x, y, LOSS, [0.1], eval_batch=0),
-        "restarts": lambda: attacks.pgd(model, x, y, LOSS, 0.05, 0.01, 2, generator=g, restarts=0),
-        "generator": lambda: attacks.pgd(model, x, y, LOSS, 0.05, 0.01, 2, generator=None),
-        "generators": lambda: attacks.pgd(model, x, y, LOSS, 0.05, 0.01, 2, generator=[g]),
-        "segpgd steps": lambda: attacks.segpgd_iterates(model, x, y, 0.05, 0.01, 0, generator=g),
-        "segpgd target": lambda: attacks.segpgd(model, x, soft_y, 0.05, 0.01, 1, generator=g),
-        "temperature": lambda: attacks.with_temperature(LOSS, 0.0),
-        "noise eps": lambda: attacks.random_sign_sweep(x, [-0.1], generator=g),
-        "noise epsilons": lambda: attacks.random_sign_sweep(x, [], generator=g),
-        "noise generator": lambda: attacks.random_sign_sweep(x, [0.1], generator=None),
-        "noise mask": lambda: attacks.random_sign_sweep(
-            x, [0.1], generator=g, mask=brain_mask(x).float()
-        ),
-        "class": lambda: attacks.constant_target(x, -1),
-        "loss shape": lambda: attacks.fgsm(
+        "eps<0": (lambda: attacks.fgsm(model, x, y, LOSS, -0.1),
+                  "eps must be finite and >= 0, got -0.1"),
+        "eps=inf": (lambda: attacks.fgsm(model, x, y, LOSS, float("inf")),
+                    "eps must be finite and >= 0, got inf"),
+        "alpha": (lambda: attacks.ifgsm(model, x, y, LOSS, 0.05, 0.0, 3),
+                  "alpha must be finite and > 0, got 0.0"),
+        "steps": (lambda: attacks.ifgsm(model, x, y, LOSS, 0.05, 0.01, -1),
+                  "steps must be an integer >= 0, got -1"),
+        "target batch": (lambda: attacks.fgsm(model, x, y[:1], LOSS, 0.05),
+                         "target batch size 1 differs from x's 2"),
+        "mask dtype": (lambda: attacks.fgsm(model, x, y, LOSS, 0.05, mask=mask.float()),
+                       r"mask must be bool with shape \(2, 1, 16, 16, 16\), got torch.float32"),
+        "mask shape": (lambda: attacks.fgsm(model, x, y, LOSS, 0.05, mask=mask[:, :, 0]),
+                       r"mask must be bool .* got torch.bool \(2, 1, 16, 16\)"),
+        "x dtype": (lambda: attacks.fgsm(model, x.long(), y, LOSS, 0.05),
+                    r"x must be a float tensor \(B, C, \*spatial\), got torch.int64"),
+        "epsilons": (lambda: attacks.fgsm_sweep(model, x, y, LOSS, []),
+                     "epsilons must not be empty"),
+        "eval_batch": (lambda: attacks.fgsm_sweep(model, x, y, LOSS, [0.1], eval_batch=0),
+                       "eval_batch must be an integer >= 1, got 0"),
+        "restarts": (lambda: attacks.pgd(model, x, y, LOSS, 0.05, 0.01, 2, generator=g,
+                                         restarts=0), "restarts must be an integer >= 1, got 0"),
+        "generator": (lambda: attacks.pgd(model, x, y, LOSS, 0.05, 0.01, 2, generator=None),
+                      r"need a torch.Generator or one per sample \(2\), got None"),
+        "generators": (lambda: attacks.pgd(model, x, y, LOSS, 0.05, 0.01, 2, generator=[g]),
+                       r"need a torch.Generator or one per sample \(2\)"),
+        "segpgd steps": (lambda: attacks.segpgd_iterates(model, x, y, 0.05, 0.01, 0, generator=g),
+                         "SegPGD needs steps >= 1, got 0"),
+        "segpgd target": (lambda: attacks.segpgd(model, x, soft_y, 0.05, 0.01, 1, generator=g),
+                          "SegPGD needs an integer class-map target"),
+        "temperature": (lambda: attacks.with_temperature(LOSS, 0.0),
+                        "temperature must be finite and > 0, got 0.0"),
+        "temperature inf": (lambda: attacks.with_temperature(LOSS, float("inf")),
+                            "temperature must be finite and > 0, got inf"),
+        "noise eps": (lambda: attacks.random_sign_sweep(x, [-0.1], generator=g),
+                      "eps must be finite and >= 0, got -0.1"),
+        "noise epsilons": (lambda: attacks.random_sign_sweep(x, [], generator=g),
+                           "epsilons must not be empty"),
+        "noise generator": (lambda: attacks.random_sign_sweep(x, [0.1], generator=None),
+                            "need a torch.Generator or one per sample"),
+        "noise mask": (lambda: attacks.random_sign_sweep(x, [0.1], generator=g,
+                                                         mask=mask.float()), "mask must be bool"),
+        "noise x": (lambda: attacks.random_sign_sweep(x.long(), [0.1], generator=g),
+                    r"x must be a float tensor \(B, C, \*spatial\), got torch.int64"),
+        "class": (lambda: attacks.constant_target(x, -1), "class_index must be >= 0, got -1"),
+        "alpha=inf": (lambda: attacks.ifgsm(model, x, y, LOSS, 0.05, float("inf"), 3),
+                      "alpha must be finite and > 0, got inf"),
+        "iterates mask": (lambda: attacks.linf_iterates(model, x, y, LOSS, 0.05, 0.01, 2,
+                                                        mask=mask[:, 0]), "mask must be bool"),
+        "segpgd mask": (lambda: attacks.segpgd_iterates(model, x, y, 0.05, 0.01, 2, generator=g,
+                                                        mask=mask[:, 0]), "mask must be bool"),
+        "segpgd alpha": (lambda: attacks.segpgd(model, x, y, 0.05, 0.0, 2, generator=g),
+                         "alpha must be finite and > 0, got 0.0"),
+        "segpgd steps 1.5": (lambda: attacks.segpgd(model, x, y, 0.05, 0.01, 1.5, generator=g),
+                             "steps must be an integer >= 0, got 1.5"),
+        "segpgd float map": (lambda: attacks.segpgd(model, x, y.float(), 0.05, 0.01, 1,
+                                                    generator=g), "SegPGD needs an integer"),
+        "segpgd map shape": (lambda: attacks.segpgd(model, x, y[:, :-1], 0.05, 0.01, 1,
+                                                    generator=g), "SegPGD needs an integer"),
+        "loss shape": (lambda: attacks.fgsm(
             model, x, y, lambda logits, t: logits.flatten(1).mean(1).repeat(2), 0.05
-        ),
-    }
+        ), r"loss_fn must return a single value, got shape \(2,\)"),
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(_bad_calls(None, *make_batch(0)).keys()))
 def test_bad_arguments_raise(model, batch, case):
-    with pytest.raises(ValueError):
-        _bad_calls(model, *batch)[case]()
+    call, message = _bad_calls(model, *batch)[case]
+    with pytest.raises(ValueError, match="^" + message):  # the message itself, not inside another
+        call()
+
+
+def test_edge_arguments_that_are_valid():
+    """Class 0 as a target, a temperature below 1, one spatial axis for the noise control."""
+    x, _ = make_batch(0)
+    assert (attacks.constant_target(x) == 1).all()  # ti-FGSM's default target: class 1
+    target = attacks.constant_target(x, 0)
+    assert target.dtype == torch.long and target.shape == (2, SIZE, SIZE, SIZE)
+    assert (target == 0).all()
+    logits, y = torch.randn(1, 4, 5, 5, 5), torch.randint(0, 4, (1, 5, 5, 5))
+    torch.testing.assert_close(attacks.with_temperature(LOSS, 0.5)(logits, y), LOSS(2 * logits, y))
+    signal = torch.randn(2, 4, 32)  # (B, C, W)
+    (it,) = attacks.random_sign_sweep(signal, [0.1], generator=torch.Generator().manual_seed(0))
+    scale = signal.abs().amax(2, keepdim=True)
+    torch.testing.assert_close((it.x_adv - signal).abs(), 0.1 * scale.expand_as(signal))

@@ -1,5 +1,7 @@
 """The oneDNN convolution: forward and both gradients against PyTorch's own (float64) result."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -114,7 +116,30 @@ def test_evaluation_precision_is_fp32_unless_asked(monkeypatch, precision, nativ
         model_module.evaluation_amp("fp16", torch.device("cpu"))
 
 
-def test_amp_auto_follows_the_cpus_native_bf16():
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "no-bf16"])
+def test_amp_auto_follows_the_cpus_native_bf16(monkeypatch, native):
+    monkeypatch.setattr("segrobust.model.cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
-    assert use_amp("auto", cpu) == cpu_has_native_bf16()
+    assert use_amp("auto", cpu) is native
     assert use_amp("on", cpu) and not use_amp("off", cpu)
+    assert use_amp("auto", torch.device("cuda")) and not use_amp("off", torch.device("cuda"))
+    with pytest.raises(ValueError, match="amp must be one of"):
+        use_amp("bf16", cpu)
+
+
+def cpu_flags() -> set[str]:
+    """The x86 feature flags of the first processor in /proc/cpuinfo (empty elsewhere)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in lines
+                 if line.startswith("flags")), set())  # fmt: skip
+
+
+def test_native_bf16_detector_agrees_with_the_kernels_cpu_flags():
+    """Native bf16 = the AVX512-BF16 (or AMX-BF16) flag; plain AVX-512 only emulates it."""
+    flags = cpu_flags()
+    if not flags:
+        pytest.skip("no x86 flags in /proc/cpuinfo")
+    assert cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"}), sorted(flags)

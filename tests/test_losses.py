@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,32 @@ def test_validation_errors():
         one_hot(target.float(), N_CLASSES)
     with pytest.raises(ValueError, match="shape"):
         soft_dice(logits, logits[:1], 1e-5, include_background=True)
+
+
+def test_empty_class_scores_one_and_one_spatial_axis_works():
+    """A class absent from prediction and target has Dice (0 + γ) / (0 + γ) = 1 (BraTS scores
+    an empty region 1); the loss is shape-agnostic down to one spatial axis."""
+    probs = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])  # (B=1, C=2, W=2): class 1 absent
+    assert soft_dice(probs, probs.clone(), 1e-5, include_background=True).item() == 1.0
+    logits = torch.randn(2, 4, 7)  # (B, C, W)
+    target = torch.randint(0, 4, (2, 7))
+    one = torch.stack([segmentation_loss(logits[i : i + 1], target[i : i + 1]) for i in (0, 1)])
+    assert torch.isfinite(one).all() and 0 < segmentation_loss(logits, target) < 1
+
+
+def test_validation_messages():
+    logits, target = random_inputs(seed=9, soft=False)
+    logits = logits.float()
+    shape = tuple(logits.shape[:1] + logits.shape[2:])
+    with pytest.raises(
+        ValueError, match=rf"^class-map target must have shape {re.escape(str(shape))}"
+    ):
+        segmentation_loss(logits, target[:, :-1])
+    with pytest.raises(ValueError, match=r"^probability target values must lie in \[0, 1\]$"):
+        segmentation_loss(logits, 2 * one_hot(target, N_CLASSES))
+    with pytest.raises(
+        ValueError, match=r"^logits must have shape \(B, C, \*spatial\), got \(2, 4\)"
+    ):
+        segmentation_loss(torch.zeros(2, 4), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="^class map must have an integer dtype, got torch.bool"):
+        one_hot(target > 0, N_CLASSES)

@@ -92,17 +92,30 @@ def test_dice_regions_identity_and_labels_conversion():
 
 
 @pytest.mark.parametrize(
-    "pred, true",
+    "pred, true, message",
     [
-        (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 5), np.uint8)),
-        (np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint8)),
-        (np.full((4, 4, 4), -1, np.int64), np.zeros((4, 4, 4), np.int64)),
+        (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 5), np.uint8),
+         r"class maps differ in shape: \(4, 4, 4\) vs \(4, 4, 5\)"),
+        (np.zeros((4, 4, 4), np.float32), np.zeros((4, 4, 4), np.uint8),
+         "pred_classes must be an integer class map, got dtype float32"),
+        (np.full((4, 4, 4), -1, np.int64), np.zeros((4, 4, 4), np.int64),
+         r"pred_classes values must be classes 0\.\.3 \(BraTS label 4 is class 3"),
+        (np.zeros((4, 4, 4), np.int64), np.full((4, 4, 4), 4, np.int64),
+         r"true_classes values must be classes 0\.\.3 .* got range 4\.\.4"),
     ],
-    ids=["shape", "dtype", "negative"],
-)
-def test_dice_regions_bad_input(pred, true):
-    with pytest.raises(ValueError):
+    ids=["shape", "dtype", "negative", "label 4 in truth"],
+)  # fmt: skip
+def test_dice_regions_bad_input(pred, true, message):
+    with pytest.raises(ValueError, match="^" + message):
         dice_regions(pred, true)
+
+
+def test_dice_of_masks_of_other_shapes_is_refused_and_regions_can_be_chosen():
+    with pytest.raises(ValueError, match=r"masks differ in shape: \(3,\) vs \(4,\)"):
+        dice(np.zeros(3, bool), np.zeros(4, bool))
+    pred, true = random_classes(2), random_classes(3)
+    core = dice_regions(pred, true, {"core": (1, 3)})
+    assert list(core) == ["core"] and core["core"] == dice_regions(pred, true)["TC"]
 
 
 # --- image quality ----------------------------------------------------------------------------
@@ -159,15 +172,27 @@ def test_identical_images():
 
 def test_image_quality_bad_input():
     clean, adv = perturbed_pair(0)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="^clean and adv must share a shape"):
         image_quality(clean, adv[:, :-1])
+    with pytest.raises(ValueError, match="^clean and adv must share a shape"):
+        image_quality(clean[0, 0], adv[0, 0])  # (H, W): no channel axis
     zero_channel = clean.copy()
     zero_channel[1] = 0
-    with pytest.raises(ValueError, match="all zero"):
+    with pytest.raises(ValueError, match=r"^channels \[1\] of the clean image are all zero: "
+                       "relative metrics are undefined"):  # fmt: skip
         image_quality(zero_channel, adv)
     adv[0, 0, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="^clean and adv must be finite$"):
         image_quality(clean, adv)
+
+
+def test_image_quality_of_2d_channels_matches_the_hand_formula():
+    clean, adv = (a[:, 0] for a in perturbed_pair(3))  # (C, H, W)
+    scale = np.abs(clean.astype(np.float64)).max(axis=(1, 2))
+    mse = ((adv.astype(np.float64) - clean) ** 2).mean(axis=(1, 2))
+    quality = image_quality(clean, adv)
+    assert quality["rmse"] == pytest.approx(np.mean(np.sqrt(mse) / scale), rel=1e-6)
+    assert quality["psnr"] == pytest.approx(np.mean(10 * np.log10(scale**2 / mse)), abs=1e-4)
 
 
 # --- results schema ---------------------------------------------------------------------------
@@ -214,20 +239,35 @@ def test_results_frame_round_trips_through_csv(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"dice": {}},
-        {"iteration": -1},
-        {"quality": {"psnr": 30.0, "fid": 1.0}},
-        {"surface": {"TC": {"hd95": 1.0, "nsd": 1.0}}},
-        {"surface": {"WT": {"hd95": 1.0}}},
+        ({"dice": {}}, "dice must hold at least one region"),
+        ({"iteration": -1}, "iteration must be an integer >= 0, got -1"),
+        ({"quality": {"psnr": 30.0, "fid": 1.0}}, r"unknown quality keys \['fid'\]"),
+        ({"surface": {"TC": {"hd95": 1.0, "nsd": 1.0}}},
+         r"surface has regions \['TC'\] not in dice"),
+        ({"surface": {"WT": {"hd95": 1.0}}}, r"surface values must have keys .*, got \['hd95'\]"),
     ],
     ids=["no regions", "iteration", "quality key", "surface region", "surface key"],
-)
-def test_result_rows_bad_input(kwargs):
+)  # fmt: skip
+def test_result_rows_bad_input(kwargs, message):
     args = dict(model="m", attack="a", subject="s", dice={"WT": 1.0}, eps=0.0, iteration=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^" + message):
         result_rows(**(args | kwargs))
+
+
+def test_result_rows_defaults_and_float_columns():
+    """Untagged rows: seed 0, fp32, no kernel, no source model; numbers become float64."""
+    (row,) = result_rows(model="m", attack="a", subject="s", dice={"WT": 1}, eps=0, iteration=0)
+    assert (row["seed"], row["precision"], row["kernel"], row["source_model"]) == (
+        0,
+        "fp32",
+        "",
+        "",
+    )
+    frame = results_frame([{**row, "dice": 1, "eps": 0, "psnr": 30, "hd95": 2}])
+    float_columns = ["eps", "severity", "dice", *SURFACE_KEYS, *QUALITY_KEYS]
+    assert (frame[float_columns].dtypes == np.float64).all()
 
 
 def test_results_frame_reads_tables_written_before_the_surface_columns():

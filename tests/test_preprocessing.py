@@ -53,8 +53,39 @@ def test_resize_shapes_and_nearest_labels_keep_values():
     small = resize(labels, (16, 16, 16), order=0)
     assert small.shape == (16, 16, 16)
     assert set(np.unique(small)) == {0, 3}
-    ramp = np.broadcast_to(np.arange(40, dtype=np.float32)[:, None, None], (40, 40, 30))
-    assert resize(ramp, (20, 20, 15), order=1).shape == (20, 20, 15)
+
+
+def centres(affine: np.ndarray, shape) -> np.ndarray:
+    """World coordinates (3, *shape) of the voxel centres of a grid."""
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")).reshape(3, -1)
+    return (affine[:3, :3] @ index + affine[:3, 3:]).reshape(3, *shape)
+
+
+# downsampling by 2.5, 2.25 and 1.875: every new voxel centre lies between old ones
+OLD, NEW = (40, 36, 30), (16, 16, 16)
+AFFINE = np.array([[-1.2, 0, 0, 90], [0, 0.9, 0, -126], [0, 0, 1.5, -72], [0, 0, 0, 1]])
+
+
+def test_linear_resize_of_a_ramp_equals_the_ramp_at_the_new_voxel_centres():
+    """A function linear in world coordinates, linearly resampled, is the same function at
+    the new centres (:func:`resized_affine`): values and geometry checked together."""
+    gradient = np.array([0.3, -0.7, 1.1])
+    ramp = np.tensordot(gradient, centres(AFFINE, OLD), 1).astype(np.float32)
+    expected = np.tensordot(gradient, centres(resized_affine(AFFINE, OLD, NEW), NEW), 1)
+    resized = resize(ramp, NEW, order=1)
+    np.testing.assert_allclose(resized, expected, rtol=0, atol=1e-3)
+    assert np.ptp(resized) > 50  # a ramp, not a constant
+
+
+def test_nearest_resize_takes_the_old_voxel_nearest_each_new_centre():
+    ids = np.arange(np.prod(OLD), dtype=np.int32).reshape(OLD)  # every old voxel its own value
+    # new centre j sits at old index (j + 1/2)·old/new − 1/2; never half-way at these factors
+    nearest = [
+        np.rint((np.arange(n) + 0.5) * o / n - 0.5).astype(int)
+        for o, n in zip(OLD, NEW, strict=True)
+    ]
+    expected = ids[np.ix_(*nearest)]
+    np.testing.assert_array_equal(resize(ids, NEW, order=0), expected)
 
 
 def test_resized_affine_keeps_the_physical_extent():

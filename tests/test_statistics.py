@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 from conftest import N_SUBJECTS, REGIONS
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from segrobust import statistics as S
 
@@ -35,23 +34,57 @@ def _test_one(df: pd.DataFrame, **kwargs) -> pd.Series:
 # --------------------------------------------------------------------------- paired tests
 
 
-def test_p_values_match_independent_scipy_statsmodels(results):
-    conds = [{"model": "baseline", "attack": "fgsm", "eps": e} for e in (0.05, 0.1)]
-    conds.append({"model": "distill_T20", "attack": "fgsm", "eps": 0.05})
-    ref = {"model": "baseline", "attack": "none"}
-    out = S.paired_tests(results, S.against(ref, conds), n_boot=100, seed=1, regions=REGIONS)
+def enumerated_signed_rank_p(d: np.ndarray) -> float:
+    """Two-sided exact signed-rank p by listing all 2^n sign patterns: zeros dropped, |d|
+    ranked by hand (midranks for ties), p = P(|T+ − n(n+1)/4| >= |t+ − n(n+1)/4|)."""
+    d = d[d != 0]
+    a = np.abs(d)
+    ranks = np.array([1 + np.sum(a < v) + (np.sum(a == v) - 1) / 2 for v in a])
+    centre = ranks.sum() / 2
+    observed = abs(ranks[d > 0].sum() - centre)
+    patterns = (np.arange(2**d.size)[:, None] >> np.arange(d.size)) & 1  # 1: positive
+    null = patterns @ ranks
+    return float(np.mean(np.abs(null - centre) >= observed - 1e-9))
+
+
+def bonferroni(p: list[float]) -> list[float]:
+    return [min(1.0, len(p) * x) for x in p]
+
+
+def holm(p: list[float]) -> list[float]:
+    """Step-down: the k-th smallest p (k = 0, 1, ...) times m − k, made monotone, capped at 1."""
+    adjusted, running = [0.0] * len(p), 0.0
+    for k, i in enumerate(sorted(range(len(p)), key=p.__getitem__)):
+        running = max(running, min(1.0, (len(p) - k) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+@pytest.mark.parametrize("correction", ["bonferroni", "holm"])
+def test_p_values_match_an_enumerated_null_and_hand_coded_corrections(results, correction):
+    ref = {"model": "baseline", "attack": "fgsm", "eps": 0.05}
+    conds = [{"model": m, "attack": "fgsm", "eps": e}
+             for m in ("distill_T20", "adv_eps0.05") for e in (0.05, 0.1)]  # fmt: skip
+    out = S.paired_tests(results, S.against(ref, conds), n_boot=10, seed=1, regions=REGIONS,
+                         correction=correction)  # fmt: skip
 
     base = results.set_index(["model", "attack", "eps", "region", "subject"])["dice"].sort_index()
-    expected_p = []
+    expected_p, expected_w = [], []
     for c in conds:
         for region in REGIONS:
             x = base.loc[(c["model"], "fgsm", c["eps"], region)]
-            y = base.loc[("baseline", "none", 0.0, region)]
-            expected_p.append(stats.wilcoxon(x.to_numpy() - y.loc[x.index].to_numpy()).pvalue)
-    expected_adj = multipletests(expected_p, method="bonferroni")[1]
+            y = base.loc[("baseline", "fgsm", 0.05, region)]
+            d = x.to_numpy() - y.loc[x.index].to_numpy()
+            expected_p.append(enumerated_signed_rank_p(d))
+            ranks = np.argsort(np.argsort(np.abs(d))) + 1  # no ties here
+            expected_w.append(min(ranks[d > 0].sum(), ranks[d < 0].sum()))  # two-sided W
+    assert len(set(np.round(expected_p, 6))) >= 3  # a spread of p-values: Holm != Bonferroni
     np.testing.assert_allclose(out["p"], expected_p, rtol=1e-12)
-    np.testing.assert_allclose(out["p_adj"], expected_adj, rtol=1e-12)
-    assert list(out["region"]) == list(REGIONS) * 3
+    np.testing.assert_allclose(out["statistic"], expected_w)
+    adjust = {"bonferroni": bonferroni, "holm": holm}[correction]
+    np.testing.assert_allclose(out["p_adj"], adjust(expected_p), rtol=1e-12)
+    np.testing.assert_array_equal(out["significant"], np.array(adjust(expected_p)) <= 0.05)
+    assert list(out["region"]) == list(REGIONS) * 4
     assert (out["n"] == N_SUBJECTS).all()
     assert set(out.columns) >= set(S.RESULT_COLUMNS) | {"model", "attack", "eps"}
 
@@ -218,6 +251,56 @@ def test_bootstrap_is_seeded_and_contains_observed_mean():
     assert a["cond_ci_low"] <= cond.mean() <= a["cond_ci_high"]
 
 
+def percentile_interval(samples, statistic, confidence, n_boot, seed):
+    """Hand-written percentile bootstrap: resample the rows of ``samples`` (subjects) with
+    replacement ``n_boot`` times; the interval's ends are the order statistics at
+    (1 ± confidence) / 2 of the resampled statistic."""
+    rng = np.random.default_rng(seed)
+    n = len(samples[0])
+    values = []
+    for _ in range(n_boot):
+        rows = rng.integers(0, n, n)
+        values.append(statistic(*(s[rows] for s in samples)))
+    values = np.sort(values, axis=0)
+    tail = (1 - confidence) / 2
+    return values[int(tail * n_boot)], values[int((1 - tail) * n_boot) - 1]
+
+
+@pytest.mark.parametrize("confidence", [None, 0.8])
+def test_bootstrap_intervals_equal_a_hand_written_percentile_bootstrap(confidence):
+    """Both interval functions (and paired_tests) against an independent percentile loop,
+    95 % by default; the two Monte Carlo estimates differ by ~0.03 standard errors."""
+    rng = np.random.default_rng(5)
+    ref = rng.uniform(0.6, 0.9, 15)
+    cond = ref - rng.gamma(1.0, 0.05, 15)  # skewed drops
+    level = {} if confidence is None else {"confidence": confidence}
+    expected_level = confidence or 0.95
+    n_boot = 20_000
+
+    def close(got, want, spread):
+        tolerance = 0.12 * spread.std(ddof=1) / np.sqrt(spread.size)  # 0.12 standard errors
+        np.testing.assert_allclose(got, want, rtol=0, atol=tolerance)
+
+    got = S.paired_bootstrap(ref, cond, n_boot=n_boot, seed=1, **level)
+    want = percentile_interval(
+        (ref, cond),
+        lambda r, c: np.array([(c - r).mean(), r.mean(), c.mean()]),
+        expected_level,
+        n_boot,
+        seed=2,
+    )
+    for i, (name, spread) in enumerate((("ci", cond - ref), ("ref_ci", ref), ("cond_ci", cond))):
+        close([got[f"{name}_low"], got[f"{name}_high"]], [want[0][i], want[1][i]], spread)
+
+    close(S.bootstrap_mean_ci(cond, n_boot=n_boot, seed=3, **level),
+          percentile_interval((cond,), np.mean, expected_level, n_boot, seed=4), cond)  # fmt: skip
+
+    table = _one_condition_table(ref, cond)
+    comps = S.against({"attack": "none"}, [{"attack": "fgsm"}])
+    row = S.paired_tests(table, comps, n_boot=n_boot, seed=0, **level).iloc[0]
+    close([row["ci_low"], row["ci_high"]], [want[0][0], want[1][0]], cond - ref)
+
+
 def test_paired_tests_bootstrap_independent_of_other_comparisons(results):
     ref = {"model": "baseline", "attack": "none"}
     one = [{"model": "baseline", "attack": "fgsm", "eps": 0.05}]
@@ -241,7 +324,7 @@ def test_bad_arguments_raise(results):
         {"attack": "none", "model": "baseline"},
         [{"attack": "fgsm", "eps": 0.05, "model": "baseline"}],
     )
-    with pytest.raises(ValueError, match="correction"):
+    with pytest.raises(ValueError, match="correction must be one of"):
         S.paired_tests(results, good, correction="fdr", **kw)
     with pytest.raises(ValueError, match="zero_method"):
         S.paired_tests(results, good, zero_method="drop", **kw)
@@ -255,7 +338,7 @@ def test_bad_arguments_raise(results):
         S.paired_tests(results, S.against({"attack": "none"}, [{"defence": "x"}]), **kw)
     with pytest.raises(ValueError, match="regions"):
         S.paired_tests(results, good, regions=["NCR"], **kw)
-    with pytest.raises(ValueError, match="lacks columns"):
+    with pytest.raises(ValueError, match=r"results table lacks columns \['dice'\]"):
         S.paired_tests(results.drop(columns="dice"), good, **kw)
     with pytest.raises(ValueError, match="alpha"):
         S.paired_tests(results, good, alpha=5, **kw)
@@ -333,3 +416,223 @@ def test_adjust_pvalues_gives_benjamini_hochberg_q_per_family_and_skips_nan():
     assert reject.tolist() == [True, True, True, False, False, True]
     with pytest.raises(ValueError, match="correction"):
         S.adjust_pvalues(p, families, "fdr_by", 0.05)
+
+
+# --------------------------------------------------------------------------- mutation survivors
+
+
+@pytest.mark.parametrize("n", [3, 6, 10])
+def test_sign_flip_p_equals_the_enumerated_null_with_many_ties(n):
+    rng = np.random.default_rng(100 + n)
+    for _ in range(5):
+        d = rng.integers(-3, 4, n) / 10  # many ties and zeros: midranks .5
+        assert S.sign_flip_pvalue(d) == pytest.approx(enumerated_signed_rank_p(d), rel=1e-12)
+    assert S.sign_flip_pvalue(np.zeros(3)) == 1.0 and S.sign_flip_pvalue(np.array([])) == 1.0
+
+
+def test_rank_biserial_with_two_zeros_and_a_single_pair():
+    d = np.array([0.0, 0.0, 1.0, -2.0, 3.0])
+    assert S.rank_biserial(d, "wilcox") == pytest.approx((1 - 2 + 3) / 6)
+    # pratt / zsplit: the zeros take midrank 1.5 each, the others 3, 4, 5
+    assert S.rank_biserial(d, "pratt") == pytest.approx((3 - 4 + 5) / 15)
+    assert S.rank_biserial(np.array([0.3])) == 1.0 and S.rank_biserial(np.array([-0.3])) == -1.0
+
+
+def test_bootstrap_mean_ci_seeding_defaults_and_two_values():
+    x = np.random.default_rng(4).normal(0.7, 0.1, 12)
+    assert S.bootstrap_mean_ci(x, seed=1) == S.bootstrap_mean_ci(x, seed=1)
+    assert S.bootstrap_mean_ci(x, seed=1) != S.bootstrap_mean_ci(x, seed=2)
+    assert S.bootstrap_mean_ci(x) == S.bootstrap_mean_ci(x, n_boot=2000, seed=0)  # documented
+    assert S.bootstrap_mean_ci(np.array([0.2, 0.8])) == (0.2, 0.8)  # means 0.2, 0.5, 0.8
+
+
+def test_per_subject_averages_the_seeds_and_names_a_duplicate():
+    rows = [
+        {"subject": s, "seed": seed, "region": "WT", "attack": "none", "dice": d}
+        for s, seed, d in (("a", 1, 0.6), ("a", 2, 0.8), ("b", 1, 0.5), ("b", 2, 0.7))
+    ]
+    df = pd.DataFrame(rows)  # fmt: skip
+    got = S.per_subject(df, {"attack": "none"}, "WT", "dice")
+    pd.testing.assert_series_equal(got, pd.Series({"a": 0.7, "b": 0.6}, name="dice"),
+                                   check_index_type=False, check_names=False)  # fmt: skip
+    twice = pd.concat([df, df.iloc[[2]]])
+    with pytest.raises(ValueError, match="several rows for subject 'b' in region WT"):
+        S.per_subject(twice, {"attack": "none"}, "WT", "dice")
+
+
+def test_against_uses_labels_and_checks_their_number():
+    comps = S.against({"attack": "none"}, [{"attack": "fgsm"}, {"attack": "pgd"}],
+                      labels=["F", "P"], reference_label="clean")  # fmt: skip
+    assert [(c.condition_name, c.reference_name, c.family) for c in comps] == [
+        ("F", "clean", "all"), ("P", "clean", "all")]  # fmt: skip
+    unlabelled = S.against({"attack": "none"}, [{"attack": "fgsm", "eps": 0.1 + 0.2}])[0]
+    assert unlabelled.condition_name == "attack=fgsm, eps=0.3"  # floats as %g
+    with pytest.raises(ValueError, match="1 labels for 2 conditions"):
+        S.against({"attack": "none"}, [{"attack": "fgsm"}, {"attack": "pgd"}], labels=["F"])
+
+
+def test_adjust_pvalues_per_family_at_alpha_leaving_nan_out():
+    p = pd.Series([np.nan, 0.02, 0.03, 0.04])
+    families = pd.Series(["a", "b", "b", "c"])  # family a: no p at all
+    p_adj, significant = S.adjust_pvalues(p, families, "bonferroni", alpha=0.1)
+    np.testing.assert_allclose(p_adj, [np.nan, 0.04, 0.06, 0.04])
+    assert significant.tolist() == [False, True, True, True] and significant.dtype == bool
+    assert p_adj.dtype == np.float64
+    assert S.adjust_pvalues(p, families, "bonferroni", alpha=0.05)[1].tolist() == [
+        False, True, False, True]  # fmt: skip
+    with pytest.raises(ValueError, match="correction must be one of"):
+        S.adjust_pvalues(p, families, "fdr", alpha=0.05)
+
+
+def test_attack_selector_picks_the_final_iteration_and_the_clean_input(full_results):
+    clean = {"model": "baseline", "attack": "none", "eps": 0.0, "iteration": 0}
+    assert S.attack_selector(full_results, "baseline", "fgsm", 0) == clean
+    assert S.attack_selector(full_results, "baseline", "none", 0.05) == clean
+    final = S.attack_selector(full_results, "baseline", "ifgsm", 0.05)
+    assert final == {"model": "baseline", "attack": "ifgsm", "eps": 0.05,
+                     "source_model": "baseline", "iteration": 10}  # fmt: skip
+    assert S.attack_selector(full_results, "baseline", "ifgsm", 0.05, iteration=5)["iteration"] == 5
+    # white-box only: the transfer rows (crafted on distill_T20) are not selected
+    fgsm = S.select(full_results, S.attack_selector(full_results, "baseline", "fgsm", 0.05))
+    assert set(fgsm["source_model"]) == {"baseline"} and len(fgsm) == 3 * N_SUBJECTS
+    no_source = full_results.drop(columns="source_model")
+    assert "source_model" not in S.attack_selector(no_source, "baseline", "fgsm", 0.05)
+    assert S.final_iteration(full_results, {"attack": "tifgsm"}) == 10
+    with pytest.raises(ValueError, match=r"selector \{'attack': 'cw'\} matches no rows"):
+        S.final_iteration(full_results, {"attack": "cw"})
+
+
+def test_signed_rank_edge_results_and_method_labels():
+    empty = S.signed_rank_test(np.array([]))
+    assert np.isnan([empty.statistic, empty.p, empty.effect_size]).all()
+    assert (empty.n_zero, empty.notes, empty.method) == (0, ("no paired subjects",), "none")
+    zeros = S.signed_rank_test(np.zeros(4))
+    assert np.isnan(zeros.statistic) and (zeros.p, zeros.effect_size, zeros.n_zero) == (1, 0, 4)
+    assert (zeros.notes, zeros.method) == (("all differences zero",), "none")
+    rng = np.random.default_rng(8)
+    only_ties = np.array([0.1, 0.1, -0.2, 0.3, 0.3, 0.4, 0.5, -0.6])
+    only_zero = np.r_[0.0, rng.normal(0.1, 0.1, 7)]
+    for d in (only_ties, only_zero):  # either alone makes scipy's exact p invalid
+        assert S.signed_rank_test(d).method == "exact (sign-flip)"
+    assert S.signed_rank_test(only_ties).notes[-1] == "ties among |differences|"
+    ones = S.signed_rank_test(np.array([1.0, 1.0, 0.5, 0.25, -0.125, 0.3]))
+    assert "ties among |differences|" in ones.notes and ones.n_zero == 0  # |d| = 1 is no zero
+    assert S.signed_rank_test(rng.normal(0, 1, 50)).method == "exact"
+    assert S.signed_rank_test(rng.normal(0, 1, 51)).method == "exact (sign-flip)"
+    assert S.signed_rank_test(only_zero, zero_method="pratt").method == "permutation"  # n <= 13
+    # scipy's own choice for n <= 13 with zeros: its p equals the exhaustive permutation's
+    for n, method in ((13, "permutation"), (14, "normal approximation")):
+        d = np.r_[0.0, rng.normal(0.1, 0.1, n - 1)]
+        assert S.signed_rank_test(d, zero_method="pratt").method == method
+
+
+def test_pratt_p_is_scipys_pratt_not_wilcox():
+    d = np.array([0, 0, 0, 0.1, 0.2, 0.3, 0.4, -0.05, 0.5, 0.6, 0.7, -0.8, 0.9, 1.1, 1.2])
+    pratt = S.signed_rank_test(d, zero_method="pratt")
+    assert pratt.p == pytest.approx(stats.wilcoxon(d, zero_method="pratt").pvalue, rel=1e-12)
+    assert pratt.p != pytest.approx(stats.wilcoxon(d, zero_method="wilcox").pvalue, rel=1e-3)
+    assert pratt.effect_size == S.rank_biserial(d, "pratt") != S.rank_biserial(d, "wilcox")
+
+
+def test_too_small_note_at_the_boundary_alpha():
+    """n = 5 non-zero pairs: the smallest two-sided p is 2 / 2**5 = 0.0625, which can reach
+    alpha = 0.0625 (p <= alpha) but not alpha = 0.05."""
+    d = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert not any("too small" in n for n in S.signed_rank_test(d, alpha=0.0625).notes)
+    assert "n too small for significance (5 non-zero pairs)" in S.signed_rank_test(d).notes
+    table = _one_condition_table(np.full(5, 0.9), np.full(5, 0.9) - d)
+    assert "too small" not in _test_one(table, alpha=0.0625)["note"]  # alpha reaches the test
+
+
+def test_paired_tests_means_notes_key_columns_and_families():
+    rng = np.random.default_rng(12)
+    ref = rng.uniform(0.6, 0.9, 8)
+    cond = ref - np.r_[0.0, 0.1, 0.1, rng.uniform(0.05, 0.3, 5)]  # a zero and a tie
+    row = _test_one(_one_condition_table(ref, cond))
+    assert (row["mean_ref"], row["mean_cond"]) == (pytest.approx(ref.mean()),
+                                                   pytest.approx(cond.mean()))  # fmt: skip
+    assert row["mean_diff"] == pytest.approx((cond - ref).mean())
+    assert row["note"] == "1 zero differences dropped; ties among |differences|"
+    assert row["reference"] == "attack=none"  # the selector's label when none is given
+    one = _test_one(_one_condition_table(ref[:1], cond[:1] - 0.1))  # a single pair has means
+    assert one["mean_ref"] == pytest.approx(ref[0]) and one["n"] == 1
+    # key columns: a condition without a key gets NaN there; float keys named with %g
+    pgd = _one_condition_table(ref, cond).query("attack == 'fgsm'").assign(attack="pgd")
+    table = pd.concat([_one_condition_table(ref, cond), pgd])
+    table["eps"] = np.where(table["attack"] == "fgsm", 0.3, 0.0)
+    eps = 0.1 + 0.2  # 0.30000000000000004: selected with a tolerance, named with %g
+    comps = S.against({"attack": "none"}, [{"attack": "fgsm", "eps": eps}, {"attack": "pgd"}])
+    out = S.paired_tests(table, comps, n_boot=10, seed=0, family_cols=("eps",))
+    assert out["eps"].iloc[0] == eps and np.isnan(out["eps"].iloc[1])
+    assert out["family"].tolist() == ["all | eps=0.3", "all | eps=nan"]
+
+
+def test_paired_tests_refuses_bad_alpha_and_selectors(results):
+    good = S.against({"attack": "none", "model": "baseline"},
+                     [{"attack": "fgsm", "eps": 0.05, "model": "baseline"}])  # fmt: skip
+    for alpha in (0, 1, 1.5):
+        with pytest.raises(ValueError, match=r"^alpha must be in \(0, 1\)"):
+            S.paired_tests(results, good, n_boot=10, seed=0, alpha=alpha)
+    with pytest.raises(ValueError, match="^no comparisons given$"):
+        S.paired_tests(results, [], n_boot=10, seed=0)
+    for key in ("region", "subject"):
+        fixed = S.against({"attack": "none", key: "WT" if key == "region" else "s00"},
+                          [{"attack": "fgsm", "eps": 0.05}])  # fmt: skip
+        with pytest.raises(ValueError, match=r"fixes region or subject: tests run per region "
+                           "and pair by subject$"):  # fmt: skip
+            S.paired_tests(results, fixed, n_boot=10, seed=0)
+
+
+def test_bootstrap_mean_ci_uses_n_boot():
+    x = np.random.default_rng(4).normal(0.7, 0.1, 12)
+    assert S.bootstrap_mean_ci(x, n_boot=500, seed=1) != S.bootstrap_mean_ci(x, n_boot=2000, seed=1)
+
+
+def test_select_tells_budgets_apart_beyond_float_rounding():
+    df = pd.DataFrame({"eps": [0.0, 1e-10, 0.05, 0.05 * (1 + 1e-6)], "attack": "fgsm"})
+    assert len(S.select(df, {"eps": 0.0})) == 1  # not the 1e-10 row
+    assert len(S.select(df, {"eps": 0.05})) == 1  # not the one 1e-6 away
+    assert len(S.select(df, {"eps": 0.05 + 1e-13})) == 1  # float rounding of the same budget
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # scipy's standard error of 1 resample
+def test_paired_bootstrap_edge_sizes_and_n_boot():
+    ref, cond = np.array([0.8, 0.6]), np.array([0.7, 0.2])
+    two = S.paired_bootstrap(ref, cond, n_boot=200, seed=0)
+    assert two["ci_low"] == pytest.approx(-0.4) and two["ci_high"] == pytest.approx(-0.1)
+    one = S.paired_bootstrap(ref[:1], cond[:1], n_boot=200, seed=0)
+    assert len(one) == 6 and all(np.isnan(v) for v in one.values())
+    x = np.random.default_rng(2).normal(0.7, 0.1, (2, 12))
+    assert S.paired_bootstrap(*x, n_boot=200, seed=1) != S.paired_bootstrap(*x, n_boot=400, seed=1)
+    assert S.paired_bootstrap(*x, n_boot=1, seed=1)["ci_low"] <= 1  # one resample is allowed
+
+
+def test_argument_messages():
+    with pytest.raises(ValueError, match=r"^n_boot must be a positive integer, got 0$"):
+        S.paired_bootstrap(np.ones(3), np.ones(3), n_boot=0, seed=0)
+    for confidence in (0, 1, 1.5):
+        with pytest.raises(ValueError, match=r"^confidence must be in \(0, 1\), got"):
+            S.bootstrap_mean_ci(np.arange(3.0), confidence=confidence)
+    with pytest.raises(ValueError, match=r"^ci_method must be one of \['percentile'"):
+        S.paired_bootstrap(np.ones(3), np.ones(3), n_boot=10, seed=0, method="student")
+    with pytest.raises(ValueError, match=r"^zero_method must be one of \['wilcox'"):
+        S.signed_rank_test(np.ones(3), zero_method="drop")
+    with pytest.raises(ValueError, match=r"^differences must be 1-D, got shape \(2, 2\)$"):
+        S.signed_rank_test(np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"^differences must be finite \(drop missing pairs"):
+        S.signed_rank_test(np.array([0.1, np.inf]))
+    df = _one_condition_table(np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="add keys .* until it picks one condition$"):
+        S.per_subject(pd.concat([df, df]), {"attack": "none"}, "WT", "dice")
+
+
+def test_paired_tests_passes_the_interval_method():
+    """Same resamples (seeded per test), so basic = 2·mean − the percentile interval reversed."""
+    rng = np.random.default_rng(6)
+    ref = rng.uniform(0.6, 0.9, 12)
+    table = _one_condition_table(ref, ref - rng.gamma(1.0, 0.05, 12))
+    percentile, basic = (_test_one(table, ci_method=m) for m in ("percentile", "basic"))
+    mean = percentile["mean_diff"]
+    assert basic["ci_low"] == pytest.approx(2 * mean - percentile["ci_high"])
+    assert basic["ci_high"] == pytest.approx(2 * mean - percentile["ci_low"])
+    assert basic["ci_low"] != pytest.approx(percentile["ci_low"])

@@ -444,6 +444,24 @@ def test_patience_stops_and_keeps_the_best_epochs_weights(cohort, tmp_path):
     assert load_model(tmp_path / "max" / "model.pt")[1]["stopping"]["reason"] == "max_epochs"
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "no-bf16"])
+def test_amp_auto_trains_in_bf16_exactly_where_the_cpu_has_it(
+    cohort, tmp_path, monkeypatch, native
+):
+    """With the CPU detector patched both ways, ``amp: auto`` trains the weights that
+    ``amp: on`` (native bf16) or ``off`` trains, and records that precision."""
+    monkeypatch.setattr("segrobust.model.cpu_has_native_bf16", lambda: native)
+    settings = TrainSettings(strategy="baseline", **(TINY | {"epochs": 1}))
+    auto = run(settings, cohort, tmp_path / "auto")
+    assert load_model(tmp_path / "auto" / "model.pt")[1]["precision"] == (
+        "bf16" if native else "fp32"
+    )
+    assert_same_weights(auto, run(replace(settings, amp="on" if native else "off"), cohort,
+                                  tmp_path / "pinned"))  # fmt: skip
+    other = run(replace(settings, amp="off" if native else "on"), cohort, tmp_path / "other")
+    assert any(not torch.equal(auto[k], other[k]) for k in auto)  # the precision matters
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -510,13 +528,26 @@ def test_student_learns_the_teachers_soft_labels(cohort, tmp_path):
 # fault tolerance
 
 _CHILD = """
-import json, sys, torch
+import json, sys, time, torch
 torch.set_num_threads(1)
-from segrobust.training import TrainSettings, train
-settings = TrainSettings(**json.loads(sys.argv[4]))
-out = sys.argv[1]
-train(settings, sys.argv[2].split(","), sys.argv[3].split(","), out + "/model.pt",
-      out + "/log.csv", out + "/ckpt.pt", device="cpu")
+from segrobust import training
+settings = training.TrainSettings(**json.loads(sys.argv[4]))
+out, cue = sys.argv[1], int(sys.argv[5])
+epoch = training._train_epoch
+trained = []
+
+
+def epoch_then_wait(*args, **kwargs):  # the kill's cue: epoch `cue` trained, not checkpointed
+    trained.append(epoch(*args, **kwargs))
+    if len(trained) == cue:
+        open(out + f"/epoch{cue}-trained", "w").close()
+        time.sleep(3600)
+    return trained[-1]
+
+
+training._train_epoch = epoch_then_wait
+training.train(settings, sys.argv[2].split(","), sys.argv[3].split(","), out + "/model.pt",
+               out + "/log.csv", out + "/ckpt.pt", device="cpu")
 """
 
 
@@ -531,26 +562,29 @@ train(settings, sys.argv[2].split(","), sys.argv[3].split(","), out + "/model.pt
     ],
 )
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(cohort, tmp_path, strategy):
-    settings = TrainSettings(**({"epochs": 4, "lr": 3e-3, "architecture": NET} | strategy))
+    """SIGKILL while epoch ``cue`` is in memory only (the child waits there: no race with a
+    fast CPU); the retry resumes from epoch cue − 1's checkpoint and ends with the uninterrupted
+    weights. With a patience the cue comes after the best epoch (1), so the checkpoint must
+    carry the best weights and the rule's state."""
+    settings = TrainSettings(**({"epochs": 3, "lr": 3e-3, "architecture": NET} | strategy))
     stop = settings.epochs if settings.patience is None else 1 + settings.patience
-    kill_after = 1 if settings.patience is None else 2  # epochs done
+    cue = 2 if settings.patience is None else 3
     out = tmp_path / "killed"
     out.mkdir()
     args = [sys.executable, "-c", _CHILD, str(out), *(",".join(map(str, c)) for c in cohort),
-            json.dumps(asdict(settings))]  # fmt: skip
+            json.dumps(asdict(settings)), str(cue)]  # fmt: skip
     child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    # log.csv is written (atomically) right after each epoch's checkpoint
-    while not ((out / "log.csv").exists() and len(read_log(out / "log.csv")) >= kill_after):
+    deadline = time.monotonic() + 900  # a loaded machine is slow; the child waits an hour
+    while not (out / f"epoch{cue}-trained").exists():
         assert child.poll() is None, child.stderr.read().decode()
-        assert time.monotonic() < deadline, f"no checkpoint of epoch {kill_after} within 60 s"
-        time.sleep(0.002)
+        assert time.monotonic() < deadline, f"epoch {cue} not trained within 900 s"
+        time.sleep(0.01)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL
-    assert not (out / "model.pt").exists(), "training finished before the kill"
-    done = load_checkpoint(out / "ckpt.pt")["epoch"]
-    assert kill_after <= done < stop
+    assert not (out / "model.pt").exists()
+    assert load_checkpoint(out / "ckpt.pt")["epoch"] == cue - 1
+    assert [int(r["epoch"]) for r in read_log(out / "log.csv")] == list(range(1, cue))
     killed_checkpoint = (out / "ckpt.pt").read_bytes()
 
     resumed = run(settings, cohort, out)

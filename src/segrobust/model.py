@@ -241,11 +241,12 @@ AMP_MODES: tuple[str, ...] = ("auto", "on", "off")
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); PyTorch's own test.
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16; every AMX CPU has it too).
 
-    Without it bf16 convolutions fall back to slow reference kernels (slower than float32).
+    Not ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``: that is true on any AVX-512 CPU
+    (AVX512BW/VL/DQ, e.g. Skylake-SP), where oneDNN emulates bf16, slower than float32.
     """
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.cpu._is_avx512_bf16_supported()
 
 
 def use_amp(mode: str, device: torch.device) -> bool:
