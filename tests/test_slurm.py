@@ -41,10 +41,10 @@ TINY = {
 }  # fmt: skip
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+)")
 NODE_CPUS = 2  # the test cluster's node: fewer CPUs than the profile's preprocessing group asks
-SMALL_NODE = ("--resources", "preprocess_jobs=2")  # the README's setting for such nodes
-# The README's example values: account, partition (partitions gpu and gpu-long exist there)
-README_ENV = {"SBATCH_ACCOUNT": "myproject", "SBATCH_PARTITION": "gpu"}
-README_OPTIONS = ("--set-resources", "train_model:slurm_partition=gpu-long")
+SMALL_NODE = ("--resources", "preprocess_jobs=2")  # docs/slurm.md's setting for such nodes
+# docs/slurm.md's example values: account, partition (partitions gpu and gpu-long exist there)
+DOCUMENTED_ENV = {"SBATCH_ACCOUNT": "myproject", "SBATCH_PARTITION": "gpu"}
+DOCUMENTED_OPTIONS = ("--set-resources", "train_model:slurm_partition=gpu-long")
 # SLURM checks time limits every 30 s: a 1-minute job is killed 60-90 s after it starts. A job
 # that ends after its limit but before that check is still a TIMEOUT (and its outputs are
 # removed), so the first attempt must be sure not to finish (100 s of epochs at the fastest
@@ -105,7 +105,7 @@ def run_snakemake(workdir: Path, config: Path, target: str, *options: str, env: 
 
 def slurm_options(logdir: Path, *small_node: str) -> list[str]:
     """What the test adds to the profile: the test cluster has no accounting, waits short and
-    (``small_node``) the README's setting for nodes with fewer than 4 CPUs."""
+    (``small_node``) docs/slurm.md's setting for nodes with fewer than 4 CPUs."""
     return [
         "--profile", "slurm",  # resolved as ./slurm from the repository root
         "--slurm-status-command", "squeue",
@@ -140,8 +140,8 @@ def config(tmp_path_factory) -> Path:
 def slurm_run(cluster, config, tmp_path_factory):
     """The tiny config's baseline training and clean evaluation through sbatch."""
     workdir = tmp_path_factory.mktemp("slurm-run")
-    env = {**cluster, **README_ENV}
-    options = slurm_options(workdir / "slurm-logs", *SMALL_NODE, *README_OPTIONS)
+    env = {**cluster, **DOCUMENTED_ENV}
+    options = slurm_options(workdir / "slurm-logs", *SMALL_NODE, *DOCUMENTED_OPTIONS)
     result = run_snakemake(workdir, config, TARGET, *options, env=env, timeout=600)
     return workdir, slurm_jobs(result, cluster)
 
@@ -180,8 +180,8 @@ def planned_resources(workdir: Path, env: dict[str, str]) -> dict[str, set[str]]
 
 
 def readme_resources() -> dict[str, list[str]]:
-    """Rule -> [CPUs, memory (MB), time (min), GPUs] from the README's resource table."""
-    section = (ROOT / "README.md").read_text().split("## Running on a SLURM cluster")[1]
+    """Rule -> [CPUs, memory (MB), time (min), GPUs] from docs/slurm.md's resource table."""
+    section = (ROOT / "docs" / "slurm.md").read_text()
     table = section.split("| rule | CPUs | memory (MB) | time (min) | GPUs |")[1].split("\n\n")[0]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
     return {rule: row[1:5] for row in rows for rule in re.findall(r"`(\w+)`", row[0])}
@@ -190,7 +190,7 @@ def readme_resources() -> dict[str, list[str]]:
 GPU_RULES = {"train_model", "evaluate_clean", "attack", "audit_gradients"}
 
 
-def test_readme_resource_table_is_what_the_rules_ask_for(tmp_path):
+def test_documented_resource_table_is_what_the_rules_ask_for(tmp_path):
     output = dry_run(tmp_path, clean_env())
     resources, threads = planned(output, "resources"), planned(output, "threads")
     readme = readme_resources()
@@ -247,7 +247,7 @@ def test_profile_defaults_on_a_2_cpu_node_stop_before_submitting_and_say_what_to
 
 
 @pytest.mark.slow
-def test_every_job_went_through_sbatch_with_the_readme_examples(slurm_run):
+def test_every_job_went_through_sbatch_with_the_documented_examples(slurm_run):
     _, jobs = slurm_run
     assert set(jobs["comment"]) == {
         "rule_synthesize_cohort",

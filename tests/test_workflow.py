@@ -454,6 +454,23 @@ def test_new_distillation_temperature_trains_only_that_temperature(tiny_run, tmp
     assert "preprocess_subject" not in jobs and jobs["evaluate_clean"] == 2
 
 
+def rules_with_changed_params(workdir: Path, config: Path, env: dict[str, str]) -> set[str]:
+    """Rules whose jobs' params changed, each judged on its own. A dry run compares a job's
+    params only where no job upstream of it runs (a job below one that runs is planned for its
+    input), so the rules found are taken out of the plan (``--allowed-rules``) and the dry run
+    is repeated until it finds no more."""
+    every = set(snakemake(workdir, "--list-rules", "--configfile", str(config)).stdout.split())
+    found: set[str] = set()
+    while True:
+        planned = snakemake(workdir, "-n", "--allowed-rules", *sorted(every - found),
+                            "--configfile", str(config), env=env).stdout  # fmt: skip
+        new = set(re.findall(r"rule (\w+):\n(?:    .*\n)*?    reason: .*Params have changed",
+                             planned))  # fmt: skip
+        if not new - found:
+            return found
+        found |= new
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("module", "rules"),
@@ -465,7 +482,7 @@ def test_new_distillation_temperature_trains_only_that_temperature(tiny_run, tmp
         ("replicates", {"replicates"}),
     ],
 )  # fmt: skip
-def test_a_module_edit_reruns_exactly_the_jobs_whose_scripts_import_it(
+def test_a_module_edit_changes_the_code_param_of_exactly_the_jobs_whose_scripts_import_it(
     tiny_run, tmp_path, module, rules
 ):
     workdir, config = tiny_run
@@ -473,12 +490,8 @@ def test_a_module_edit_reruns_exactly_the_jobs_whose_scripts_import_it(
     shutil.copytree(Path(segrobust.__file__).parent, core)
     with open(core / f"{module}.py", "a") as stream:
         stream.write("\n# an edit\n")
-    env = {"PYTHONPATH": str(tmp_path)}
-    result = snakemake(workdir, "-n", "--configfile", str(config), env=env)
-    changed = re.findall(
-        r"rule (\w+):\n(?:    .*\n)*?    reason: .*Params have changed", result.stdout
-    )
-    assert set(changed) == rules
+    assert rules_with_changed_params(workdir, config, {"PYTHONPATH": str(tmp_path)}) == rules
+    assert not rules_with_changed_params(workdir, config, {})  # the unedited core: none
 
 
 @pytest.mark.slow

@@ -2,8 +2,8 @@
 
 D = (1/N) Σ_{i=1}^{N-1} (2 Σ F·Y + γ) / (Σ F + Σ Y + γ), loss = 1 − D, with F = softmax(z / T)
 and Y a one-hot truth or a teacher's probabilities (defensive distillation). Sums run over the
-voxels of each sample; D is averaged over the batch. Variants (see FINDINGS.md: "paper" alone
-collapsed when training from scratch):
+voxels of each sample; D is averaged over the batch. Variants ("paper" alone collapsed when
+training from scratch: docs/pipeline.md, "Loss"):
 
 - ``paper``: classes 1..N-1 summed and divided by N, as printed (a perfect prediction scores
   D = (N-1)/N, loss 1/N);
