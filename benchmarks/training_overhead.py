@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from segrobust.losses import segmentation_loss
-from segrobust.model import UNet3D
+from segrobust.models.unet import UNet3D
 from segrobust.training import TrainSettings, augment, open_volume, train
 
 SHAPE = (32, 32, 32)

@@ -121,7 +121,7 @@ def arch_of(model):
 
 
 def architecture(model):
-    """The network {name, kwargs} (segrobust.architectures.build) of a trained model, or of an
+    """The network {name, kwargs} (segrobust.models.registry.build) of a trained model, or of an
     external model's state_dict (None: TorchScript)."""
     arch = arch_of(model)[0]
     if model in EXTERNAL:

@@ -21,7 +21,9 @@ import torch
 from segrobust.attacks import fgsm, relative_scale
 from segrobust.labels import MODALITIES, labels_to_classes
 from segrobust.losses import segmentation_loss
-from segrobust.model import UNet3D, autocast, load_model, use_amp
+from segrobust.models.checkpoints import load_model
+from segrobust.models.device import autocast, use_amp
+from segrobust.models.unet import UNet3D
 from segrobust.preprocessing import brain_mask, standardise
 from segrobust.strategies import StepContext, adversarial_step, noise_step, pgd_adversarial_step
 from segrobust.synthetic import make_subject

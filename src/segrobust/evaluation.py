@@ -45,7 +45,7 @@ from segrobust.inference import check_spacing
 from segrobust.labels import classes_to_labels, labels_to_classes
 from segrobust.losses import segmentation_loss
 from segrobust.metrics import dice_regions, image_quality, result_rows, results_frame
-from segrobust.model import autocast, predict_classes
+from segrobust.models.device import autocast, predict_classes
 from segrobust.perturbations import perturb
 from segrobust.surface import NSD_TOLERANCE_MM, surface_regions, voxel_spacing
 

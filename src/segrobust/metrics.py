@@ -32,7 +32,8 @@ region); image-quality values repeat on the three region rows of an input:
   the iterates of i-FGSM / ti-FGSM other than the one Table 1 reports (as SSIM: their cost);
 - ``psnr``, ``ssim``, ``rmse``, ``linf``, ``l2`` (relative), ``linf_abs``, ``l2_abs``
   (absolute): NaN when not computed;
-- ``precision`` (fp32 or bf16) and ``kernel`` (:func:`segrobust.kernels.kernel_name`): what ran.
+- ``precision`` (fp32 or bf16) and ``kernel`` (:func:`segrobust.models.kernels.kernel_name`):
+  what ran.
 """
 
 import math

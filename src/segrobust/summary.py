@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 
 from segrobust.crossed import Components
-from segrobust.kernels import cpu_model
 from segrobust.labels import REGIONS
+from segrobust.models.device import cpu_model
 from segrobust.planner import MAX_SEEDS, plan
 from segrobust.tables import attack_label, model_label, model_sort_key
 
