@@ -34,7 +34,7 @@ def test_imports_are_followed_transitively():
     # kernels decides every float32 CPU convolution; scripts reach it through the registry
     assert _users("models.kernels") >= {"train_model", "evaluate_clean", "attack",
                                         "audit_gradients"}  # fmt: skip
-    assert _users("plots") == {"figure"}
+    assert _users("plots") == {"figure", "worst_case_figure"}
     assert _users("montages") == {"figure"}
     assert "metrics" in imported_modules(ROOT / "workflow" / "scripts" / "figure.py")
     assert not _users("digests") and not _users("cluster")  # the Snakefile's own helpers

@@ -460,7 +460,7 @@ def test_new_distillation_temperature_trains_only_that_temperature(tiny_run, tmp
     [
         # kernels runs every float32 CPU convolution and its gradients; the registry imports it
         ("models/kernels", {"train_model", "evaluate_clean", "attack", "audit_gradients"}),
-        ("plots", {"figure"}),
+        ("plots", {"figure", "worst_case_figure"}),
         ("replicates", {"replicates"}),
     ],
 )  # fmt: skip

@@ -7,9 +7,7 @@ from segrobust.crossed import Components
 from segrobust.labels import REGIONS
 from segrobust.models.device import cpu_model
 from segrobust.planner import MAX_SEEDS, plan
-from segrobust.tables import attack_label, model_label, model_sort_key
-
-CLEAN = "none"
+from segrobust.results import CLEAN, attack_label, model_label, model_sort_key, same_eps
 
 
 def seed_table(
@@ -144,7 +142,7 @@ def run_summary(
     white_box = results["source_model"] == results["model"]
     fgsm = seed_table(
         results,
-        (results["attack"] == "fgsm") & white_box & ((results["eps"] - fgsm_eps).abs() < 1e-9),
+        (results["attack"] == "fgsm") & white_box & same_eps(results["eps"], fgsm_eps),
     )
     lines = [
         "# Summary of this run",
