@@ -5,9 +5,11 @@ import re
 from test_replicates import PRIMARY, _results
 
 from segrobust.crossed import Components
+from segrobust.labels import REGIONS
 from segrobust.planner import seeds_needed
 from segrobust.replicates import exploratory_table, primary_analysis
-from segrobust.summary import run_summary, seed_table
+from segrobust.results import result_rows, results_frame
+from segrobust.summary import paper_comparison, run_summary, seed_table
 
 COMPARISONS = [("adv_eps0.05", "baseline"), ("noise", "baseline")]
 
@@ -48,3 +50,32 @@ def test_summary_of_a_single_seed_run_says_the_planner_needs_seeds():
     text = run_summary(results, primary, exploratory, fgsm_eps=0.05)
     assert "one shared seed" in text and "needs at least 2 paired seeds" in text
     assert "nan" not in text
+
+
+def test_baseline_is_set_beside_the_papers_drop_and_input_quality():
+    rows = []
+    for subject, (clean, attacked) in {"S1": (0.8, 0.6), "S2": (0.6, 0.3)}.items():
+        for seed in (1, 2):
+            rows += result_rows(
+                model="baseline",
+                attack="none",
+                subject=subject,
+                eps=0.0,
+                iteration=0,
+                dice=dict.fromkeys(REGIONS, clean),
+                seed=seed,
+            )
+            rows += result_rows(model="baseline", attack="fgsm", subject=subject, eps=0.05,
+                                iteration=1, dice=dict.fromkeys(REGIONS, attacked), seed=seed,
+                                source_model="baseline",
+                                quality={"psnr": 26.0 if seed == 1 else 28.0, "ssim": 0.5,
+                                         "rmse": 0.04, "linf": 0.05, "l2": 1.0})  # fmt: skip
+    lines = paper_comparison(results_frame(rows), 0.05)
+    text = "\n".join(lines)
+    # clean mean 0.7, attacked 0.45: −36 %; the paper's WT 0.890 → 0.676 is −24 %
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:4]]
+             for line in text.splitlines() if line.startswith("| ") and "→" in line}  # fmt: skip
+    assert cells["WT"] == ["0.890 → 0.676 (-24%)", "0.700 → 0.450 (-36%)"]
+    assert cells["TC"][0] == "0.826 → 0.467 (-43%)"
+    assert "Input PSNR 27.0 dB and SSIM 0.500 (paper, Table 1: 27.69 dB and 0.646)" in text
+    assert paper_comparison(results_frame(rows), 0.03) == []  # the paper reports no ε = 0.03
