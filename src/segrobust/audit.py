@@ -76,6 +76,7 @@ CHECKS: dict[str, str] = {
 NOISE = only(audit="noise control")
 LARGE = only(audit="large budget")
 TRANSFER = only(kind="transfer")
+TEMPERED = only(runs_on="distilled students")
 ADVERSARIAL: tuple[str, ...] = tuple(single_step_first(names(adversarial=True)))
 UNTARGETED_ITERATIVE: tuple[str, ...] = tuple(
     a for a in ADVERSARIAL if a in names(iterative=True, targeted=False)
@@ -261,11 +262,11 @@ def dice_comparisons(rows: pd.DataFrame, model: str) -> list[DiceComparison | No
                 for a in ADVERSARIAL if a in present]  # fmt: skip
 
     # (f) temperature-aware vs plain FGSM (distilled students)
-    if "fgsm_T" in present and "fgsm" in present:
-        out.append(DiceComparison("f_temperature", "fgsm", by_attack["fgsm"], by_attack["fgsm_T"],
-                                  "fgsm_T"))  # fmt: skip
+    if TEMPERED in present and "fgsm" in present:
+        out.append(DiceComparison("f_temperature", "fgsm", by_attack["fgsm"], by_attack[TEMPERED],
+                                  TEMPERED))  # fmt: skip
     else:
-        out.append(("f_temperature", "fgsm", "fgsm_T not run (not a student)"))
+        out.append(("f_temperature", "fgsm", f"{TEMPERED} not run (not a student)"))
 
     # (g) iterative at least as strong as single-step
     iterative = [a for a in UNTARGETED_ITERATIVE if a in present]

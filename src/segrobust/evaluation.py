@@ -187,13 +187,13 @@ def _segpgd(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
     return _scored(family, [atk.Iterate(float(s["eps"]), s["steps"], final, None)])
 
 
-def _random_sign(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
+def _sign_noise(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
     """The noise control: random ±ε sign noise over the sweep, iteration 0 (no gradient)."""
     for item in atk.random_sign_sweep(b.x, s["epsilons"], generator=b.generators(), mask=b.mask):
         yield Perturbed(family.name, item.eps, item.step, np.nan, item.x_adv, None)
 
 
-def _realistic(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
+def _artefacts(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
     """Each artefact of ``kinds`` at each of ``severities`` (brain: the nonzero voxels)."""
     clean = b.x.cpu().numpy()
     for kind in s["kinds"]:
@@ -216,13 +216,13 @@ class Runner:
 # segrobust.families names a family's runner; families of one procedure share it
 RUNNERS: dict[str, Runner] = {
     "fgsm": Runner(_fgsm, sweep_scored=True),
-    "fgsm_T": Runner(_fgsm_tempered, sweep_scored=True),
+    "tempered_fgsm": Runner(_fgsm_tempered, sweep_scored=True),
     "transfer": Runner(_transfer),
     "iterates": Runner(_iterates),
     "pgd": Runner(_pgd),
     "segpgd": Runner(_segpgd),
-    "random_sign": Runner(_random_sign),
-    "realistic": Runner(_realistic),
+    "sign_noise": Runner(_sign_noise),
+    "artefacts": Runner(_artefacts),
 }
 
 

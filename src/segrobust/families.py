@@ -74,14 +74,14 @@ FAMILIES: dict[str, Family] = {
                targeted=True, baseline_only=True),
         Family("pgd", "white-box", "PGD", "pgd", iterative=True, robustness=True),
         Family("segpgd", "white-box", "SegPGD", "segpgd", iterative=True, robustness=True),
-        Family("fgsm_T", "white-box", "T-aware FGSM", "fgsm_T", budget="epsilons",
+        Family("fgsm_T", "white-box", "T-aware FGSM", "tempered_fgsm", budget="epsilons",
                runs_on="distilled students", robustness=True),
         Family("transfer_fgsm", "transfer", "Transfer FGSM", "transfer", budget="epsilons",
                runs_on="every model but the source", robustness=True),
-        Family("realistic", "artefact", "Realistic artefacts", "realistic", budget=""),
+        Family("realistic", "artefact", "Realistic artefacts", "artefacts", budget=""),
         Family("pgd_large", "white-box", "PGD (large ε)", "pgd", iterative=True,
                audit="large budget"),
-        Family("random_sign", "control", "Random sign", "random_sign", budget="epsilons",
+        Family("random_sign", "control", "Random sign", "sign_noise", budget="epsilons",
                audit="noise control"),
     )
 }  # fmt: skip

@@ -70,6 +70,7 @@ ROBUSTNESS_ATTACKS: tuple[str, ...] = tuple(
     sorted(single_step_first(names(robustness=True)), key=lambda a: of(a).kind == "transfer")
 )
 TRANSFER: tuple[str, ...] = tuple(names(kind="transfer"))
+ITERATES: tuple[str, ...] = tuple(names(iterates=True))  # i-FGSM, ti-FGSM: Fig. 2
 
 # Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO: dict[str, str] = {
@@ -436,7 +437,7 @@ def figure2(
     df: pd.DataFrame,
     *,
     model: str = "baseline",
-    attacks: Sequence[str] = ("ifgsm", "tifgsm"),
+    attacks: Sequence[str] = ITERATES,
     eps: float | None = None,
     regions: Sequence[str] = REGION_ORDER,
     error: ErrorKind = "boot95",
@@ -485,7 +486,7 @@ def supplementary_figure2(
     df: pd.DataFrame,
     *,
     model: str = "baseline",
-    attacks: Sequence[str] = ("ifgsm", "tifgsm"),
+    attacks: Sequence[str] = ITERATES,
     eps: float | None = None,
     metric: Literal["psnr", "ssim", "rmse"] = "psnr",
     error: ErrorKind = "boot95",
