@@ -4,13 +4,13 @@ from pathlib import Path
 
 from snakemake.logging import logger
 
+from segrobust import cohort as sr_cohort
 from segrobust import data as sr_data
 from segrobust import digests as sr_digests
 from segrobust import external as sr_external
 from segrobust import families as sr_families
 from segrobust import layouts as sr_layouts
 from segrobust import plan as sr_plan
-from segrobust import cohort as sr_cohort
 
 R = config["results"]
 LOGS = f"{R}/logs"
@@ -67,7 +67,7 @@ sr_plan.check_training(config)
 
 
 def raw_files(wildcards):
-    return {key: str(path) for key, path in RAW[wildcards.subject].files.items()}
+    return {key: str(file) for key, file in RAW[wildcards.subject].files.items()}
 
 
 def path(kind, **wildcards):
