@@ -19,14 +19,18 @@ network is built (:func:`segrobust.models.registry.build` calls :func:`apply_ker
 plain ``nn.Conv3d`` becomes an :class:`OneDNNConv3d` with the same parameters, state-dict keys
 and name in the model's repr) and recorded with every model and result (:func:`kernel_name`:
 per layer, the path it takes). A layer takes PyTorch's own path where oneDNN does not apply:
-bf16 (autocast), CUDA, non-zero padding modes, dilation, groups, or oneDNN switched off
-(``torch.backends.mkldnn.enabled`` / ``.flags(enabled=False)``).
+bf16 (autocast), CUDA, non-zero padding modes, dilation, groups, oneDNN switched off
+(``torch.backends.mkldnn.enabled`` / ``.flags(enabled=False)``), or a PyTorch without the
+private ``aten::mkldnn_convolution``.
 """
 
 import torch
 from torch import Tensor, nn
 
 CONV_KERNELS: tuple[str, ...] = ("onednn", "native")
+# PyTorch's private oneDNN convolution (present in torch 2.13, the version tested); a torch
+# without it runs every layer on PyTorch's own path (and records that)
+_MKLDNN_CONVOLUTION = hasattr(torch.ops.aten, "mkldnn_convolution")
 
 
 def _onednn_on(device: torch.device, amp: bool) -> bool:
@@ -34,6 +38,7 @@ def _onednn_on(device: torch.device, amp: bool) -> bool:
     return (
         device.type == "cpu"
         and not amp
+        and _MKLDNN_CONVOLUTION
         and torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled
     )
