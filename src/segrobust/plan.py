@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from segrobust.families import FAMILIES, names, of, only
+from segrobust.models.registry import DEFAULT
 from segrobust.results import same_eps
 
 Config = Mapping[str, Any]
@@ -158,7 +159,7 @@ def architecture(config: Config, model: str) -> dict | None:
     if model in external(config):
         entry = external(config)[model]["architecture"]
     elif arch is None:
-        entry = {"network": "UNet3D", "kwargs": config["model"]}
+        entry = {"network": DEFAULT, "kwargs": config["model"]}  # `model:` configures it
     else:
         entry = architectures(config)[arch]
     return entry and {"name": entry["network"], "kwargs": entry["kwargs"]}
