@@ -26,7 +26,7 @@ wildcard_constraints:
     subject=r"[A-Za-z0-9][A-Za-z0-9_\-]*",
     seed=r"[0-9]+",
     model=MODEL_PATTERN,
-    attack=r"fgsm|ifgsm|tifgsm|pgd|segpgd|fgsm_T|transfer_fgsm|realistic|pgd_large|random_sign",
+    attack=ATTACK_PATTERN,
     figure=r"fig1|fig2|supp_fig2|fig3|fig4|fig5|robustness|realistic",
 
 

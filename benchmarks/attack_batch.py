@@ -21,8 +21,8 @@ from snakemake.utils import validate
 
 from segrobust.data import read_split
 from segrobust.evaluation import evaluate_attack
-from segrobust.kernels import cpu_model
-from segrobust.model import load_model
+from segrobust.models.checkpoints import load_model
+from segrobust.models.device import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ["attack", "eps", "iteration", "severity", "subject", "region"]

@@ -25,9 +25,10 @@ from snakemake.utils import validate
 from segrobust import attacks as atk
 from segrobust.data import open_volume, read_split
 from segrobust.evaluation import evaluate_attack
-from segrobust.kernels import cpu_model, provenance
 from segrobust.losses import segmentation_loss
-from segrobust.model import autocast, cpu_has_native_bf16, evaluation_amp, load_model
+from segrobust.models.checkpoints import load_model
+from segrobust.models.device import autocast, cpu_has_native_bf16, cpu_model, evaluation_amp
+from segrobust.models.kernels import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 

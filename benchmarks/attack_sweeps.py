@@ -22,7 +22,8 @@ import torch
 from segrobust import attacks
 from segrobust.losses import segmentation_loss
 from segrobust.metrics import dice_regions
-from segrobust.model import UNet3D, autocast, predict_classes
+from segrobust.models.device import autocast, predict_classes
+from segrobust.models.unet import UNet3D
 
 
 def region_dice(classes: torch.Tensor, truth: np.ndarray) -> list[dict[str, float]]:

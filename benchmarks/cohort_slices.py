@@ -1,6 +1,6 @@
 """Generation cost of the synthetic cohort, and slices of its subjects to look at.
 
-Writes the cohort of a config (default: the demo's) with ``segrobust.synthetic.write_cohort``
+Writes the cohort of a config (default: the demo's) with ``segrobust.cohort.write_cohort``
 into a temporary folder, prints each subject's generation cost and the total (CPU seconds of
 this process, template loading included), then draws:
 
@@ -24,12 +24,12 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
+from segrobust.cohort import cohort_plan, write_cohort
 from segrobust.data import FILE_KINDS, Subject
 from segrobust.labels import MODALITIES
 from segrobust.montages import Segmented, figure1, figure5
 from segrobust.plots import save_figure
 from segrobust.preprocessing import preprocess_subject
-from segrobust.synthetic import cohort_plan, write_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from segrobust.synthetic import write_cohort
+from segrobust.cohort import write_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 BRATS17_LGG_FRACTION = 75 / 285

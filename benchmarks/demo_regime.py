@@ -21,8 +21,7 @@ import pandas as pd
 import torch
 import yaml
 
-from segrobust.kernels import cpu_model
-from segrobust.model import cpu_has_native_bf16
+from segrobust.models.device import cpu_has_native_bf16, cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = {

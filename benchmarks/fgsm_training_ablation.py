@@ -54,13 +54,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from segrobust import architectures
 from segrobust.data import open_volume, read_split
 from segrobust.evaluation import evaluate_attack, evaluate_clean
-from segrobust.kernels import set_conv_kernel
 from segrobust.labels import REGIONS
 from segrobust.losses import segmentation_loss
-from segrobust.model import autocast, load_model
+from segrobust.models import registry
+from segrobust.models.checkpoints import load_model
+from segrobust.models.device import autocast
 from segrobust.strategies import StepContext
 from segrobust.training import (
     TrainSettings,
@@ -198,8 +198,8 @@ def step_cost(
     kernels = {s.conv_kernel for s in chosen.values()}
     for name, settings in chosen.items():
         torch.manual_seed(0)
-        model = architectures.build(**settings.architecture, input_shape=volumes[0].image.shape[1:])
-        set_conv_kernel(model, settings.conv_kernel)
+        model = registry.build(**settings.architecture, conv_kernel=settings.conv_kernel,
+                               input_shape=volumes[0].image.shape[1:])  # fmt: skip
         model.train()
         ctx = StepContext(
             torch.optim.Adam(model.parameters(), lr=settings.lr),

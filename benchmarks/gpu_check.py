@@ -24,7 +24,8 @@ import torch
 import yaml
 
 from segrobust.losses import segmentation_loss
-from segrobust.model import UNet3D, autocast
+from segrobust.models.device import autocast
+from segrobust.models.unet import UNet3D
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

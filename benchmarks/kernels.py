@@ -2,7 +2,7 @@
 
 A training step (forward, loss, backward, Adam) and an FGSM input gradient (eval mode) of the
 demo net (Isensee UNet, base 8, depth 4, 32³, Dice + CE) in float32 at batch 1 and batched, with
-PyTorch's own dispatch (``native``) and with :mod:`segrobust.kernels` (``onednn``), and under
+PyTorch's own dispatch (``native``) and with :mod:`segrobust.models.kernels` (``onednn``), and under
 bf16 autocast; CPU ms per sample (process time: fair on a shared machine), one thread, with
 the convolution ops the profiler saw. Then the agreement of the FGSM input gradient's sign
 with native float32 (same weights).
@@ -22,9 +22,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from segrobust.attacks import attack_mode, per_sample_loss
-from segrobust.kernels import cpu_model, set_conv_kernel
 from segrobust.losses import segmentation_loss
-from segrobust.model import UNet3D, autocast, cpu_has_native_bf16, load_model
+from segrobust.models.checkpoints import load_model
+from segrobust.models.device import autocast, cpu_has_native_bf16, cpu_model
+from segrobust.models.kernels import apply_kernel
+from segrobust.models.unet import UNet3D
 
 CONV_OPS = ("slow_conv3d", "mkldnn_convolution", "convolution_backward", "_OneDNNConv3d")
 
@@ -102,7 +104,7 @@ def main() -> None:
     ]
     for name, kernel, amp, batch in rows:
         net.load_state_dict(state)
-        set_conv_kernel(net, kernel)
+        apply_kernel(net, kernel)
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
         x, y = inputs[:batch], labels[:batch]  # sample 1 is the same in every setting
         step = partial(train_step, net, optimizer, x, y, amp)

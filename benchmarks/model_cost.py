@@ -11,7 +11,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from segrobust.losses import segmentation_loss
-from segrobust.model import UNet3D, autocast
+from segrobust.models.device import autocast
+from segrobust.models.unet import UNet3D
 
 
 def forward_flops(model_args: dict, size: int) -> int:

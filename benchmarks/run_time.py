@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from segrobust.kernels import cpu_model
+from segrobust.models.device import cpu_model
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ import torch
 
 from segrobust import attacks, external
 from segrobust.inference import wrap
-from segrobust.kernels import cpu_model
 from segrobust.losses import segmentation_loss
-from segrobust.model import load_model
+from segrobust.models.checkpoints import load_model
+from segrobust.models.device import cpu_model
 
 
 def cost(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:

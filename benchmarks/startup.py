@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from segrobust.kernels import cpu_model
+from segrobust.models.device import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = (

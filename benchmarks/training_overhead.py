@@ -11,9 +11,9 @@
 3. Distillation: a teacher forward (eval, no grad) relative to a student training step, the
    per-step cost that caching the teacher's logits saves.
 
-Like with like: both loops build the same network (:func:`segrobust.architectures.build`), run
+Like with like: both loops build the same network (:func:`segrobust.models.registry.build`), run
 their convolutions on the same kernel (``--conv-kernel``, the training default: oneDNN) and in
-the same precision (``--amp``, resolved by :func:`segrobust.model.use_amp` as training does:
+the same precision (``--amp``, resolved by :func:`segrobust.models.device.use_amp` as training does:
 ``auto`` is bf16 on a CPU with native bf16). The precision and kernel each loop recorded are
 printed, and the run stops if they differ.
 
@@ -35,10 +35,11 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from segrobust import architectures
-from segrobust.kernels import CONV_KERNELS, provenance, set_conv_kernel
 from segrobust.losses import segmentation_loss
-from segrobust.model import AMP_MODES, autocast, load_model, use_amp
+from segrobust.models import registry
+from segrobust.models.checkpoints import load_model
+from segrobust.models.device import AMP_MODES, autocast, use_amp
+from segrobust.models.kernels import CONV_KERNELS, provenance
 from segrobust.training import TrainSettings, augment, open_volume, train
 
 SHAPE = (32, 32, 32)
@@ -64,8 +65,7 @@ def write_volumes(root: Path, shape: tuple[int, int, int], n: int) -> list[Path]
 
 def build(kernel: str) -> torch.nn.Module:
     """The benchmark network as training builds it, convolutions on ``kernel``."""
-    model = architectures.build(**ARCHITECTURE, input_shape=SHAPE)
-    return set_conv_kernel(model, kernel)
+    return registry.build(**ARCHITECTURE, input_shape=SHAPE, conv_kernel=kernel)
 
 
 def loop_seconds(
@@ -89,7 +89,7 @@ def project_step(dirs: list[Path], out: Path, amp: str, kernel: str) -> tuple[fl
 
 def bare_step(dirs: list[Path], amp: bool, kernel: str, warmup: int = 5) -> tuple[float, dict]:
     """Per-step CPU seconds of forward, loss, backward and Adam on volumes held in memory, and
-    the precision and kernel that ran (:func:`segrobust.kernels.provenance`)."""
+    the precision and kernel that ran (:func:`segrobust.models.kernels.provenance`)."""
     steps = 2 * len(dirs)
     torch.manual_seed(0)
     model = build(kernel).train()

@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from segrobust.crossed import Components, crossed_test, mean_squares
-from segrobust.kernels import cpu_model
+from segrobust.models.device import cpu_model
 from segrobust.planner import power
 
 SETTINGS = {  # name: (sd seed, sd subject × defence, sd residual)

@@ -4,17 +4,17 @@
 rule attack:
     input:
         unpack(transfer_source),
-        model=f"{R}/models/{MODEL_DIR}/model.pt",
-        split=f"{R}/split.csv",
+        model=path("model"),
+        split=path("split"),
     output:
-        results=f"{R}/attacks/{MODEL_DIR}/{{attack}}.csv",
-        examples=directory(f"{R}/attacks/{MODEL_DIR}/{{attack}}_examples"),
+        results=path("attack"),
+        examples=directory(path("examples")),
     params:
         preprocessed=PREPROCESSED,
         settings=attack_settings,
-        source_name=config["attacks"]["transfer_fgsm"]["source"],
+        source_name=sr_plan.transfer_source(config),
         inference=lambda wildcards: inference_settings(wildcards.model),
-        source_inference=inference_settings(config["attacks"]["transfer_fgsm"]["source"]),
+        source_inference=inference_settings(sr_plan.transfer_source(config)),
         attack_seed=config["seed"],
         nsd_tolerance=config["metrics"]["nsd_tolerance_mm"],
         precision=config["attacks"]["precision"],

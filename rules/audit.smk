@@ -3,10 +3,10 @@
 
 rule audit_gradients:
     input:
-        model=f"{R}/models/{MODEL_DIR}/model.pt",
-        split=f"{R}/split.csv",
+        model=path("model"),
+        split=path("split"),
     output:
-        f"{R}/audit/{MODEL_DIR}/gradients.csv",
+        path("gradients"),
     params:
         preprocessed=PREPROCESSED,
         settings={k: config["attacks"][k] for k in ("loss", "gamma")},
@@ -32,8 +32,8 @@ rule audit_gradients:
 
 rule audit:
     input:
-        results=f"{R}/results.csv",
-        gradients=model_dirs(f"{R}/audit/{MODEL_DIR}/gradients.csv"),
+        results=path("results"),
+        gradients=model_dirs("gradients"),
     output:
         csv=f"{R}/tables/audit.csv",
         md=f"{R}/tables/audit.md",
@@ -51,7 +51,7 @@ rule audit:
 
 rule worst_case:
     input:
-        f"{R}/results.csv",
+        path("results"),
     output:
         csv=f"{R}/tables/worst_case.csv",
         md=f"{R}/tables/worst_case.md",
@@ -59,7 +59,7 @@ rule worst_case:
             f"{R}/tables/worst_case.html", caption="../report/worst_case.rst", category="Audit"
         ),
     params:
-        iterations=worst_case_iterations(),
+        iterations=sr_plan.worst_case_iterations(config),
         code=code_digest("worst_case"),
     log:
         f"{LOGS}/worst_case.log",
@@ -71,7 +71,7 @@ rule worst_case:
 
 rule worst_case_figure:
     input:
-        f"{R}/results.csv",
+        path("results"),
     output:
         png=report(
             f"{R}/figures/worst_case/{{model}}.png",
@@ -80,7 +80,7 @@ rule worst_case_figure:
         ),
         pdf=f"{R}/figures/worst_case/{{model}}.pdf",
     params:
-        iterations=worst_case_iterations(),
+        iterations=sr_plan.worst_case_iterations(config),
         code=code_digest("worst_case_figure"),
     log:
         f"{LOGS}/worst_case_figure/{{model}}.log",

@@ -32,12 +32,12 @@ rule preprocess_subject:
     input:
         unpack(raw_files),
     output:
-        image=f"{R}/preprocessed/{{subject}}/image.npy",
-        label=f"{R}/preprocessed/{{subject}}/label.npy",
-        mask=f"{R}/preprocessed/{{subject}}/mask.npy",
-        nifti=f"{R}/preprocessed/{{subject}}/image.nii.gz",
-        seg=f"{R}/preprocessed/{{subject}}/seg.nii.gz",
-        meta=f"{R}/preprocessed/{{subject}}/meta.json",
+        image=f"{PREPROCESSED}/{{subject}}/image.npy",
+        label=f"{PREPROCESSED}/{{subject}}/label.npy",
+        mask=f"{PREPROCESSED}/{{subject}}/mask.npy",
+        nifti=f"{PREPROCESSED}/{{subject}}/image.nii.gz",
+        seg=f"{PREPROCESSED}/{{subject}}/seg.nii.gz",
+        meta=f"{PREPROCESSED}/{{subject}}/meta.json",
     params:
         subject=lambda wildcards: RAW[wildcards.subject].to_dict(),
         sha256=lambda wildcards: RAW_SHA256.get(wildcards.subject, {}),
@@ -67,7 +67,7 @@ rule split:
     input:
         preprocessed(),
     output:
-        f"{R}/split.csv",
+        path("split"),
     params:
         subjects=GRADES,
         test_fraction=config["split"]["test_fraction"],

@@ -3,10 +3,10 @@
 
 rule collect_results:
     input:
-        clean=model_dirs(f"{R}/evaluation/{MODEL_DIR}/clean.csv"),
+        clean=model_dirs("clean"),
         attacks=attack_results(),
     output:
-        f"{R}/results.csv",
+        path("results"),
     params:
         code=code_digest("collect_results"),
     log:
@@ -19,7 +19,7 @@ rule collect_results:
 
 rule tables:
     input:
-        f"{R}/results.csv",
+        path("results"),
     output:
         **{
             f"{t}_{kind}": f"{R}/tables/{t}.{kind}"
@@ -34,7 +34,7 @@ rule tables:
         table2_tests=f"{R}/tables/table2_tests.csv",
     params:
         statistics=config["statistics"],
-        table1_rows=table1_rows(),
+        table1_rows=sr_plan.table1_rows(config),
         seed=config["seed"],
         code=code_digest("tables"),
     log:
@@ -48,7 +48,7 @@ rule tables:
 rule figure:
     input:
         unpack(figure_inputs),
-        results=f"{R}/results.csv",
+        results=path("results"),
     output:
         png=report(
             f"{R}/figures/{{figure}}.png",
@@ -58,12 +58,16 @@ rule figure:
         pdf=f"{R}/figures/{{figure}}.pdf",
     params:
         preprocessed=PREPROCESSED,
+        root=lambda wildcards, input: str(Path(input.results).parent),
         figures=config["figures"],
         attacks=config["attacks"],
         table1_iteration=config["statistics"]["table1_iteration"],
         robust_eps=config["statistics"]["table1_fgsm_eps"],
+        transfer_source=sr_plan.transfer_source(config),
         example_seeds={m: seeds_of(m)[0] for m in MODELS},
         n_examples=config["attacks"]["examples"]["n_subjects"],
+        n_boot=config["statistics"]["n_boot"],
+        seed=config["seed"],
         code=code_digest("figure"),
     log:
         f"{LOGS}/figure/{{figure}}.log",
@@ -75,7 +79,7 @@ rule figure:
 
 rule replicates:
     input:
-        f"{R}/results.csv",
+        path("results"),
     output:
         primary=f"{R}/tables/primary.csv",
         csv=f"{R}/tables/replicates.csv",
@@ -84,8 +88,8 @@ rule replicates:
             f"{R}/tables/replicates.html", caption="../report/replicates.rst", category="Tables"
         ),
     params:
-        conditions=replicate_conditions(),
-        comparisons=defence_comparisons(),
+        conditions=sr_plan.replicate_conditions(config),
+        comparisons=sr_plan.defence_comparisons(config),
         statistics={**config["statistics"], "primary": PRIMARY},
         seed=config["seed"],
         code=code_digest("replicates"),
@@ -99,7 +103,7 @@ rule replicates:
 
 rule summary:
     input:
-        results=f"{R}/results.csv",
+        results=path("results"),
         primary=f"{R}/tables/primary.csv",
         exploratory=f"{R}/tables/replicates.csv",
     output:

@@ -7,14 +7,14 @@ rule train_model:
         model=TRAINED_PATTERN,
     input:
         unpack(teacher_of),
-        split=f"{R}/split.csv",
+        split=path("split"),
     output:
-        model=f"{R}/models/{MODEL_DIR}/model.pt",
-        log_csv=f"{R}/models/{MODEL_DIR}/training_log.csv",
+        model=path("model"),
+        log_csv=path("training_log"),
     params:
         preprocessed=PREPROCESSED,
-        settings=lambda wildcards: train_settings(wildcards.model, wildcards.seed),
-        checkpoint=lambda wildcards: f"{R}/checkpoints/{wildcards.model}/seed{wildcards.seed}.ckpt",
+        settings=train_settings,
+        checkpoint=lambda wildcards: path("checkpoint", model=wildcards.model, seed=wildcards.seed),
         device=config["training"]["device"],
         code=code_digest("train_model"),
     log:
@@ -38,7 +38,7 @@ rule import_external:
     input:
         unpack(external_files),
     output:
-        model=f"{R}/models/{{model}}/seed0/model.pt",
+        model=path("model", seed=0),
     params:
         entry=lambda wildcards: EXTERNAL[wildcards.model],
         code=code_digest("import_external"),
@@ -52,11 +52,11 @@ rule import_external:
 
 rule evaluate_clean:
     input:
-        model=f"{R}/models/{MODEL_DIR}/model.pt",
-        split=f"{R}/split.csv",
+        model=path("model"),
+        split=path("split"),
     output:
-        results=f"{R}/evaluation/{MODEL_DIR}/clean.csv",
-        predictions=directory(f"{R}/evaluation/{MODEL_DIR}/predictions"),
+        results=path("clean"),
+        predictions=directory(path("predictions")),
     params:
         preprocessed=PREPROCESSED,
         precision=config["attacks"]["precision"],

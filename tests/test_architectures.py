@@ -7,9 +7,10 @@ import pytest
 import torch
 from test_training import write_subject
 
-from segrobust import architectures, attacks
+from segrobust import attacks
 from segrobust.losses import segmentation_loss
-from segrobust.model import load_model, save_model
+from segrobust.models import registry
+from segrobust.models.checkpoints import load_model, save_model
 from segrobust.training import train
 
 TINY_NETS = {
@@ -30,7 +31,7 @@ DYNUNET = {"name": "DynUNet", "kwargs": TINY_NETS["DynUNet"][0]}
 def test_network_gives_one_logits_tensor_in_both_modes_and_round_trips(name, tmp_path):
     kwargs, size = TINY_NETS[name]
     torch.manual_seed(0)
-    model = architectures.build(name, kwargs, input_shape=(size,) * 3)
+    model = registry.build(name, kwargs, input_shape=(size,) * 3)
     x = torch.randn(1, 4, size, size, size)
     assert model.train()(x).shape == (1, 4, size, size, size)  # deep supervision: main head
     with torch.no_grad():
@@ -38,17 +39,17 @@ def test_network_gives_one_logits_tensor_in_both_modes_and_round_trips(name, tmp
     assert expected.shape == (1, 4, size, size, size)
     save_model(model, tmp_path / "model.pt")
     loaded, _ = load_model(tmp_path / "model.pt", conv_kernel="native")  # weights_only=True
-    assert architectures.record(loaded) == architectures.record(model)
+    assert registry.record(loaded) == registry.record(model)
     filled = {"in_channels": 4, "out_channels": 4, "spatial_dims": 3}
-    assert filled.items() <= architectures.record(model)["kwargs"].items() or name == "UNETR"
+    assert filled.items() <= registry.record(model)["kwargs"].items() or name == "UNETR"
     with torch.no_grad():
         assert torch.equal(loaded(x), expected)
 
 
 def test_unetr_gets_the_training_shape_and_swinunetr_runs_on_its_minimum_size():
-    unetr = architectures.build("UNETR", TINY_NETS["UNETR"][0], input_shape=(16, 16, 32))
-    assert architectures.record(unetr)["kwargs"]["img_size"] == [16, 16, 32]
-    swin = architectures.build("SwinUNETR", {"feature_size": 12, "depths": [1, 1, 1, 1],
+    unetr = registry.build("UNETR", TINY_NETS["UNETR"][0], input_shape=(16, 16, 32))
+    assert registry.record(unetr)["kwargs"]["img_size"] == [16, 16, 32]
+    swin = registry.build("SwinUNETR", {"feature_size": 12, "depths": [1, 1, 1, 1],
                                              "num_heads": [1, 1, 1, 1]}).eval()  # fmt: skip
     with torch.no_grad():
         assert swin(torch.randn(1, 4, 64, 64, 64)).shape == (1, 4, 64, 64, 64)
@@ -56,11 +57,11 @@ def test_unetr_gets_the_training_shape_and_swinunetr_runs_on_its_minimum_size():
 
 def test_unknown_network_or_bad_kwargs_are_named():
     with pytest.raises(ValueError, match="unknown architecture 'ResNet'"):
-        architectures.build("ResNet")
+        registry.build("ResNet")
     with pytest.raises(ValueError, match="architecture SegResNet .*num_groups"):
-        architectures.build("SegResNet", {"init_filters": 4})
+        registry.build("SegResNet", {"init_filters": 4})
     with pytest.raises(ValueError, match="architecture DynUNet"):
-        architectures.build("DynUNet", {"kernel_size": [3, 3]})
+        registry.build("DynUNet", {"kernel_size": [3, 3]})
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_monai_network_trains_with_every_strategy_and_is_attacked_by_every_attac
         train({"strategy": strategy, **common, **extra}, *cohort, out / "model.pt",
               out / "log.csv", out / "ckpt.pt", teacher, "cpu")  # fmt: skip
         model, settings = load_model(out / "model.pt")
-        assert architectures.record(model)["name"] == "DynUNet"
+        assert registry.record(model)["name"] == "DynUNet"
         assert settings["settings"]["architecture"] == DYNUNET
         if strategy == "baseline":  # it learns: the loss falls, validation Dice rises
             log = settings["log"]

@@ -9,7 +9,8 @@ from torch import nn
 from segrobust import attacks
 from segrobust.losses import segmentation_loss
 from segrobust.metrics import image_quality
-from segrobust.model import UNet3D, autocast
+from segrobust.models.device import autocast
+from segrobust.models.unet import UNet3D
 
 SIZE = 16
 LOSS = partial(segmentation_loss, variant="with_background")

@@ -11,7 +11,7 @@ from monai.transforms import NormalizeIntensity
 
 from segrobust import external
 from segrobust.inference import wrap
-from segrobust.model import load_model
+from segrobust.models.checkpoints import load_model
 
 NET = {"blocks_down": [1, 1], "blocks_up": [1], "init_filters": 8, "out_channels": 3,
        "dropout_prob": 0.2}  # fmt: skip

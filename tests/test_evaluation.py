@@ -11,7 +11,7 @@ from segrobust.gradient_stats import evaluate_gradients
 from segrobust.inference import wrap
 from segrobust.labels import labels_to_classes
 from segrobust.losses import segmentation_loss
-from segrobust.model import UNet3D
+from segrobust.models.unet import UNet3D
 from tests.conftest import AFFINE
 
 KEYS = ["attack", "eps", "iteration", "severity", "subject", "region"]
@@ -140,7 +140,7 @@ GRADIENT_FAMILIES = ["fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "pgd_large"]
 
 def _exports(model: torch.nn.Module, tmp_path: Path) -> dict[str, torch.jit.ScriptModule]:
     """The TorchScript exports a user may bring of ``model``, each saved and loaded back as
-    :func:`segrobust.model.load_model` loads an external model."""
+    :func:`segrobust.models.checkpoints.load_model` loads an external model."""
     model.eval()
     example = torch.randn(1, 4, 16, 16, 16)
     with torch.no_grad():

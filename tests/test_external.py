@@ -5,10 +5,10 @@ import pytest
 import torch
 from monai.transforms import NormalizeIntensity, ScaleIntensity
 
-from segrobust import architectures
-from segrobust.external import ClassLogits, InputAdapter, RegionLogits, import_model
-from segrobust.inference import wrap
-from segrobust.model import UNet3D, load_model
+from segrobust.inference import ClassLogits, InputAdapter, RegionLogits, wrap
+from segrobust.models import registry
+from segrobust.models.checkpoints import import_model, load_model
+from segrobust.models.unet import UNet3D
 
 NET = {"name": "BasicUNet", "kwargs": {"features": [4, 4, 8, 8, 16, 4], "out_channels": 3}}
 
@@ -50,14 +50,14 @@ def test_input_adapter_orders_modalities_and_normalises_as_monai():
 
 def test_torchscript_and_state_dict_import_to_the_same_model(tmp_path):
     torch.manual_seed(0)
-    net = architectures.unwrap(architectures.build(NET["name"], NET["kwargs"])).eval()
+    net = registry.unwrap(registry.build(NET["name"], NET["kwargs"])).eval()
     torch.jit.save(torch.jit.script(net), tmp_path / "net.ts")
     torch.save({"state_dict": net.state_dict()}, tmp_path / "net.pth")
     import_model(tmp_path / "net.ts", tmp_path / "ts" / "model.pt")
     import_model(tmp_path / "net.pth", tmp_path / "sd" / "model.pt", NET)
     scripted, extra = load_model(tmp_path / "ts" / "model.pt")
     rebuilt, _ = load_model(tmp_path / "sd" / "model.pt")
-    assert extra == {} and architectures.record(rebuilt)["name"] == "BasicUNet"
+    assert extra == {} and registry.record(rebuilt)["name"] == "BasicUNet"
     x = torch.randn(1, 4, 32, 32, 32)
     settings = {"output": {"type": "sigmoid", "regions": ["TC", "WT", "ET"]}}
     with torch.no_grad():

@@ -9,7 +9,7 @@ import torch
 from segrobust import attacks
 from segrobust.inference import SlidingWindow, wrap
 from segrobust.losses import segmentation_loss
-from segrobust.model import UNet3D
+from segrobust.models.unet import UNet3D
 
 LOSS = partial(segmentation_loss, variant="with_background")
 

@@ -6,10 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from segrobust import model as model_module
-from segrobust.kernels import Conv3d, kernel_name, provenance, set_conv_kernel
 from segrobust.losses import segmentation_loss
-from segrobust.model import UNet3D, cpu_has_native_bf16, use_amp
+from segrobust.models import device as model_module
+from segrobust.models import registry
+from segrobust.models.device import cpu_has_native_bf16, use_amp
+from segrobust.models.kernels import (
+    CONV_KERNELS,
+    OneDNNConv3d,
+    apply_kernel,
+    kernel_name,
+    provenance,
+)
+from segrobust.models.unet import UNet3D
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -31,7 +39,7 @@ def test_onednn_conv_and_its_gradients_equal_the_exact_convolution(
 ):
     torch.manual_seed(0)
     exact = nn.Conv3d(c_in, c_out, kernel, stride, padding, bias=bias).double()
-    fast = Conv3d(c_in, c_out, kernel, stride, padding, bias=bias)
+    fast = OneDNNConv3d(c_in, c_out, kernel, stride, padding, bias=bias)
     fast.load_state_dict({k: v.float() for k, v in exact.state_dict().items()})
     x = torch.randn(batch, c_in, *shape, dtype=torch.float64, requires_grad=True)
     y = exact(x)
@@ -49,7 +57,7 @@ def test_onednn_conv_and_its_gradients_equal_the_exact_convolution(
 
 
 def test_input_gradient_only_leaves_the_weights_without_gradient():
-    conv = Conv3d(2, 3, 3, padding=1)
+    conv = OneDNNConv3d(2, 3, 3, padding=1)
     x = torch.randn(1, 2, 6, 6, 6, requires_grad=True)
     (grad,) = torch.autograd.grad(conv(x).square().sum(), x)
     assert grad.abs().sum() > 0 and conv.weight.grad is None
@@ -68,41 +76,103 @@ def test_set_conv_kernel_switches_every_conv_and_keeps_the_weights():
         return torch.autograd.grad(loss, xi)[0]
 
     native = input_gradient()
-    set_conv_kernel(model, "onednn")
+    apply_kernel(model, "onednn")
     convs = [m for m in model.modules() if isinstance(m, nn.Conv3d)]
-    assert convs and all(type(m) is Conv3d for m in convs)
+    assert convs and all(type(m) is OneDNNConv3d for m in convs)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     onednn = input_gradient()
     assert not torch.equal(onednn, native)  # another summation order ...
     assert _relative_error(onednn, native.double()) < 1e-3  # ... of the same arithmetic
     assert (onednn.sign() == native.sign()).float().mean() > 0.99
-    set_conv_kernel(model, "native")
+    apply_kernel(model, "native")
     assert all(type(m) is nn.Conv3d for m in model.modules() if isinstance(m, nn.Conv3d))
     assert torch.equal(input_gradient(), native)
 
 
 def test_bf16_autocast_takes_pytorchs_own_path():
-    conv = Conv3d(2, 2, 3, padding=1)
+    conv = OneDNNConv3d(2, 2, 3, padding=1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert conv(torch.randn(1, 2, 4, 4, 4)).dtype == torch.bfloat16
 
 
 def test_bad_kernel_name_is_rejected():
     with pytest.raises(ValueError, match="conv_kernel must be one of"):
-        set_conv_kernel(nn.Sequential(), "fast")
+        apply_kernel(nn.Sequential(), "fast")
 
 
 def test_recorded_precision_and_kernel_say_what_ran():
     cpu = torch.device("cpu")
     net = UNet3D(4, 4, base_filters=4, depth=3).eval()
-    traced = torch.jit.trace(set_conv_kernel(net, "native"), torch.randn(1, 4, 16, 16, 16))
+    traced = torch.jit.trace(apply_kernel(net, "native"), torch.randn(1, 4, 16, 16, 16))
     assert provenance(net, cpu, False) == {"precision": "fp32", "kernel": "native"}
     assert provenance(traced, cpu, False) == {"precision": "fp32", "kernel": "native"}
-    set_conv_kernel(net, "onednn")
+    apply_kernel(net, "onednn")
     assert provenance(net, cpu, False) == {"precision": "fp32", "kernel": "onednn"}
-    # under bf16 autocast PyTorch's own dispatch runs, never segrobust.kernels.Conv3d
+    # under bf16 autocast PyTorch's own dispatch runs, never OneDNNConv3d's
     assert provenance(net, cpu, True) == {"precision": "bf16", "kernel": "native"}
     assert kernel_name(net, torch.device("cuda"), True) == "cudnn"
+
+
+def observed_kernel(model: nn.Module, x: torch.Tensor, amp: bool = False) -> str:
+    """What ran the 3D convolutions of one forward, read off each layer's autograd node
+    (``onednn``, ``native`` or ``onednn+native``)."""
+    ran = []
+    hooks = [m.register_forward_hook(lambda m, a, out: ran.append(type(out.grad_fn).__name__))
+             for m in model.modules() if isinstance(m, nn.Conv3d)]  # fmt: skip
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        model(x.detach().requires_grad_(True))
+    for hook in hooks:
+        hook.remove()
+    onednn = {"_OneDNNConv3dBackward"} & set(ran)
+    return "onednn+native" if onednn and len(set(ran)) > 1 else "onednn" if onednn else "native"
+
+
+def test_the_kernel_is_chosen_when_the_network_is_built_and_named_in_its_repr():
+    nets, after = {}, {}
+    for kernel in CONV_KERNELS:
+        torch.manual_seed(3)
+        nets[kernel] = registry.build("UNet3D", {"base_filters": 4, "depth": 3}, conv_kernel=kernel)
+        after[kernel] = torch.rand(3)  # the build drew the same random numbers
+    native, onednn = nets["native"], nets["onednn"]
+    assert torch.equal(after["native"], after["onednn"])
+    assert list(native.state_dict()) == list(onednn.state_dict())
+    assert all(torch.equal(v, onednn.state_dict()[k]) for k, v in native.state_dict().items())
+    n_convs = sum(type(m) is nn.Conv3d for m in native.modules())
+    assert n_convs == 17 and repr(onednn).count("OneDNNConv3d(") == n_convs
+    assert "OneDNNConv3d" not in repr(native)
+    x = torch.randn(1, 4, 16, 16, 16)
+    assert observed_kernel(onednn, x) == "onednn" and observed_kernel(native, x) == "native"
+    monai = registry.build("BasicUNet", {"features": [4, 4, 8, 8, 16, 4]}, conv_kernel="onednn")
+    assert observed_kernel(monai.eval(), torch.randn(1, 4, 32, 32, 32)) == "onednn"
+
+
+def test_the_recorded_kernel_is_what_each_layer_ran():
+    """oneDNN switched off, bf16, a dilated layer oneDNN does not take: the record says what
+    the forward ran, layer by layer."""
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    net = UNet3D(4, 4, base_filters=4, depth=3).eval()
+    apply_kernel(net, "onednn")
+    x = torch.randn(1, 4, 16, 16, 16)
+    assert kernel_name(net, cpu, False) == observed_kernel(net, x) == "onednn"
+    assert kernel_name(net, cpu, True) == observed_kernel(net, x, amp=True) == "native"
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert kernel_name(net, cpu, False) == observed_kernel(net, x) == "native"
+    dilated = nn.Conv3d(2, 2, 3, padding=2, dilation=2)  # oneDNN's path takes no dilation
+    mixed = apply_kernel(nn.Sequential(nn.Conv3d(2, 2, 3, padding=1), dilated), "onednn")
+    assert all(type(m) is OneDNNConv3d for m in mixed)
+    y = torch.randn(1, 2, 6, 6, 6)
+    assert kernel_name(mixed, cpu, False) == observed_kernel(mixed, y) == "onednn+native"
+
+
+def test_switching_onednn_off_gives_pytorchs_own_result():
+    torch.manual_seed(0)
+    plain = nn.Conv3d(3, 4, 3, padding=1)
+    fast = apply_kernel(nn.Conv3d(3, 4, 3, padding=1), "onednn")
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 6, 6, 6)
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert torch.equal(fast(x), plain(x))
 
 
 @pytest.mark.parametrize(("precision", "native", "amp"), [
@@ -118,7 +188,7 @@ def test_evaluation_precision_is_fp32_unless_asked(monkeypatch, precision, nativ
 
 @pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "no-bf16"])
 def test_amp_auto_follows_the_cpus_native_bf16(monkeypatch, native):
-    monkeypatch.setattr("segrobust.model.cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr("segrobust.models.device.cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
     assert use_amp("auto", cpu) is native
     assert use_amp("on", cpu) and not use_amp("off", cpu)

@@ -8,14 +8,11 @@ from scipy.spatial.distance import dice as dice_dissimilarity
 from skimage.metrics import peak_signal_noise_ratio
 
 from segrobust.labels import REGIONS, labels_to_classes
-from segrobust.metrics import (
+from segrobust.metrics import dice, dice_regions, image_quality, region_masks
+from segrobust.results import (
     QUALITY_KEYS,
     RESULT_COLUMNS,
     SURFACE_KEYS,
-    dice,
-    dice_regions,
-    image_quality,
-    region_masks,
     result_rows,
     results_frame,
 )

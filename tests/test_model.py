@@ -1,17 +1,14 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from segrobust.architectures import record
 from segrobust.losses import segmentation_loss
-from segrobust.model import (
-    UNet3D,
-    autocast,
-    load_model,
-    predict_classes,
-    save_model,
-    select_device,
-)
+from segrobust.models.checkpoints import load_model, save_model
+from segrobust.models.device import autocast, predict_classes, select_device
+from segrobust.models.registry import record
+from segrobust.models.unet import UNet3D
 
 TINY = {"base_filters": 4, "depth": 3}
 
@@ -178,3 +175,25 @@ def test_scripted_network_computes_the_same_logits(depth):
     image, _ = tiny_batch()
     with torch.no_grad():
         assert torch.equal(scripted(image), model(image))
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name", ["UNet3D", "DynUNet"])
+def test_checkpoints_written_before_the_models_package_still_load(name):
+    """tests/data: model files saved by segrobust at c6367a0 (segrobust.model, plain
+    nn.Conv3d) and the logits those networks gave on one input then."""
+    path = DATA / f"{name.lower()}_c6367a0.pt"
+    saved = torch.load(path, weights_only=True)
+    reference = torch.load(DATA / "logits_c6367a0.pt", weights_only=True)
+    for kernel in ("native", "onednn"):
+        model, extra = load_model(path, conv_kernel=kernel)
+        assert record(model) == saved["arch"] and extra == saved["extra"]
+        assert list(model.state_dict()) == list(saved["state_dict"])
+        with torch.no_grad():
+            logits = model(reference["input"])
+        if kernel == "native":  # the same kernels as then: the same numbers
+            assert torch.equal(logits, reference[name])
+        else:  # oneDNN sums in another order
+            torch.testing.assert_close(logits, reference[name], rtol=1e-4, atol=1e-5)

@@ -24,7 +24,7 @@ from segrobust.inference import check_spacing, wrap
 from segrobust.labels import labels_to_classes
 from segrobust.losses import segmentation_loss
 from segrobust.metrics import dice_regions
-from segrobust.model import load_model
+from segrobust.models.checkpoints import load_model
 from segrobust.nnunet import (
     configuration,
     declared_settings,

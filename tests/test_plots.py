@@ -7,7 +7,10 @@ from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.text import Text
 
 from segrobust import plots as P
-from segrobust.metrics import result_rows, results_frame
+from segrobust.results import result_rows, results_frame
+
+# the bootstrap of every interval (the workflow passes statistics.n_boot and seed)
+BOOT = {"n_boot": 2000, "seed": 0}
 
 MODELS = ("baseline", "distill_T20", "distill_T100", "adv_eps0.01", "adv_eps0.05", "noise")
 # Fraction of the baseline's Dice drop that each defence avoids.
@@ -132,7 +135,7 @@ def _texts_readable(fig) -> None:
 
 def test_summarise_known_answer_sd_and_ci(table):
     rows = table[(table["model"] == "baseline") & (table["attack"] == "fgsm")]
-    out = P.summarise(rows, ["eps", "region"], "dice", "sd")
+    out = P.summarise(rows, ["eps", "region"], "dice", "sd", **BOOT)
     assert len(out) == len(FGSM_EPS) * len(REGIONS)
     one = rows[(rows["eps"] == 0.05) & (rows["region"] == "ET")]["dice"]
     got = out[(out["eps"] == 0.05) & (out["region"] == "ET")].iloc[0]
@@ -140,14 +143,14 @@ def test_summarise_known_answer_sd_and_ci(table):
     assert got["high"] - got["mean"] == pytest.approx(one.std(ddof=1))
     assert got["mean"] - got["low"] == pytest.approx(one.std(ddof=1))
     assert got["n"] == N_SUBJECTS
-    ci = P.summarise(rows, ["eps", "region"], "dice", "ci95")
+    ci = P.summarise(rows, ["eps", "region"], "dice", "ci95", **BOOT)
     half = ci[(ci["eps"] == 0.05) & (ci["region"] == "ET")].iloc[0]
     half = half["high"] - half["mean"]
     assert half == pytest.approx(2.262157 * one.std(ddof=1) / np.sqrt(N_SUBJECTS), rel=1e-5)
-    boot = P.summarise(rows, ["eps", "region"], "dice")  # default: bootstrap CI of the mean
+    boot = P.summarise(rows, ["eps", "region"], "dice", **BOOT)  # default: bootstrap CI
     got = boot[(boot["eps"] == 0.05) & (boot["region"] == "ET")].iloc[0]
     assert one.min() < got["low"] < one.mean() < got["high"] < one.max()
-    assert boot.equals(P.summarise(rows, ["eps", "region"], "dice"))  # seeded
+    assert boot.equals(P.summarise(rows, ["eps", "region"], "dice", **BOOT))  # seeded
 
 
 def _bimodal(seeds=(1,)) -> pd.DataFrame:
@@ -166,13 +169,13 @@ def _bimodal(seeds=(1,)) -> pd.DataFrame:
 
 def test_intervals_of_a_bimodal_dice_stay_inside_zero_one():
     rows = _bimodal()
-    sd = P.summarise(rows, ["attack", "region"], "dice", "sd")
+    sd = P.summarise(rows, ["attack", "region"], "dice", "sd", **BOOT)
     assert (sd["high"] > 1).any()  # mean ± sd leaves [0, 1]: the reviewer's complaint
-    boot = P.summarise(rows, ["attack", "region"], "dice")
+    boot = P.summarise(rows, ["attack", "region"], "dice", **BOOT)
     assert ((boot["low"] >= 0) & (boot["high"] <= 1)).all()
     et = boot[boot["region"] == "ET"].iloc[0]
     assert 0 < et["low"] < 0.5 < et["high"] < 1
-    fig = P.dice_vs_eps(rows, ["baseline"])  # what the figure draws stays inside too
+    fig = P.dice_vs_eps(rows, ["baseline"], **BOOT)  # what the figure draws stays inside too
     for ax in fig.axes:
         (bars,) = _errorbars(ax)
         for segment in bars.lines[2][0].get_segments():
@@ -181,12 +184,12 @@ def test_intervals_of_a_bimodal_dice_stay_inside_zero_one():
 
 
 def test_seed_lines_drawn_behind_the_mean_when_there_are_seeds():
-    one = P.dice_vs_eps(_bimodal(seeds=(1,)), ["baseline"])
+    one = P.dice_vs_eps(_bimodal(seeds=(1,)), ["baseline"], **BOOT)
     assert not [line for line in one.axes[0].lines if line.get_linewidth() < 1]
     assert P.SEED_NOTE not in [t.get_text() for t in one.legends[0].get_texts()]
     rows = _bimodal(seeds=(1, 2))
     rows.loc[rows["seed"] == 2, "dice"] *= 0.5
-    fig = P.dice_vs_eps(rows, ["baseline"])
+    fig = P.dice_vs_eps(rows, ["baseline"], **BOOT)
     et = fig.axes[2]
     thin = [line for line in et.lines if line.get_linewidth() < 1]
     assert sorted(line.get_ydata()[0] for line in thin) == [0.25, 0.5]  # per-seed means
@@ -199,13 +202,13 @@ def test_seed_lines_drawn_behind_the_mean_when_there_are_seeds():
 
 def test_summarise_counts_subjects_and_drops_inf(table):
     rows = table[(table["model"] == "baseline") & (table["attack"] == "ifgsm")]
-    out = P.summarise(rows, ["iteration"], "psnr")
+    out = P.summarise(rows, ["iteration"], "psnr", **BOOT)
     assert 0 not in set(out["iteration"])  # PSNR of the clean iterate is inf
     assert (out["n"] == N_SUBJECTS).all()  # three region rows per subject count once
     with pytest.raises(ValueError, match="error"):
-        P.summarise(rows, ["iteration"], "dice", "sem")
+        P.summarise(rows, ["iteration"], "dice", "sem", **BOOT)
     with pytest.raises(ValueError, match="lacks columns"):
-        P.summarise(rows, ["nope"], "dice")
+        P.summarise(rows, ["nope"], "dice", **BOOT)
 
 
 def test_model_styles_fixed_and_distinct():
@@ -223,7 +226,7 @@ def test_model_styles_fixed_and_distinct():
 
 
 def test_figure2_lines_per_region_start_at_clean(table):
-    fig = P.figure2(table)
+    fig = P.figure2(table, **BOOT)
     assert len(fig.axes) == 2
     assert [ax.get_title().split(" ")[0] for ax in fig.axes] == ["i-FGSM", "ti-FGSM"]
     for ax in fig.axes:
@@ -245,14 +248,14 @@ def test_figure2_lines_per_region_start_at_clean(table):
 
 
 def test_figure2_other_model_and_ci(table):
-    fig = P.figure2(table, model="distill_T20", error="ci95")
+    fig = P.figure2(table, model="distill_T20", error="ci95", **BOOT)
     assert "95% CI" in fig.axes[0].get_ylabel()
     assert "Distillation (T=20)" in fig.axes[0].get_title()
     assert not any(t.get_text() == "α·N = ε" for t in fig.axes[0].texts)
 
 
 def test_figure2_marks_where_the_budget_is_spent(table):
-    fig = P.figure2(table, alphas={"ifgsm": 0.005, "tifgsm": 0.01})
+    fig = P.figure2(table, alphas={"ifgsm": 0.005, "tifgsm": 0.01}, **BOOT)
     for ax, spent in zip(fig.axes, (10, 5), strict=True):  # ε = 0.05: N = ε / α
         marks = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"]
         assert marks == [spent]
@@ -260,7 +263,7 @@ def test_figure2_marks_where_the_budget_is_spent(table):
 
 
 def test_supplementary_figure2_psnr(table):
-    fig = P.supplementary_figure2(table)
+    fig = P.supplementary_figure2(table, **BOOT)
     (ax,) = fig.axes
     assert [c.get_label() for c in _errorbars(ax)] == ["i-FGSM (ε = 0.05)", "ti-FGSM (ε = 0.05)"]
     x = _errorbars(ax)[0].lines[0].get_xdata()
@@ -271,7 +274,7 @@ def test_supplementary_figure2_psnr(table):
 
 
 def test_figure3_distillation_lines(table):
-    fig = P.figure3(table)
+    fig = P.figure3(table, **BOOT)
     assert len(fig.axes) == 3
     for ax in fig.axes:
         assert [c.get_label() for c in _errorbars(ax)] == [
@@ -294,7 +297,7 @@ def test_figure3_distillation_lines(table):
 
 
 def test_figure4_adversarial_training_with_starred_noise(table):
-    fig = P.figure4(table)
+    fig = P.figure4(table, **BOOT)
     ax = fig.axes[0]
     labels = [c.get_label() for c in _errorbars(ax)]
     assert labels == [
@@ -310,7 +313,11 @@ def test_figure4_adversarial_training_with_starred_noise(table):
 
 
 def test_colours_consistent_across_figures(table):
-    f3, f4, fr = P.figure3(table), P.figure4(table), P.realistic_figure(table)
+    f3, f4, fr = (
+        P.figure3(table, **BOOT),
+        P.figure4(table, **BOOT),
+        P.realistic_figure(table, **BOOT),
+    )
 
     def colours(fig):
         return {c.get_label(): c.lines[0].get_color() for c in _errorbars(fig.axes[0])}
@@ -377,7 +384,7 @@ def test_robustness_figure_subset_and_missing(table):
 
 
 def test_realistic_figure_panels(table):
-    fig = P.realistic_figure(table, regions=["TC", "ET"])
+    fig = P.realistic_figure(table, regions=["TC", "ET"], **BOOT)
     kinds = len(P.REALISTIC_KINDS)
     assert len(fig.axes) == 2 * kinds
     tc, et = fig.axes[:kinds], fig.axes[kinds:]
@@ -394,7 +401,9 @@ def test_realistic_figure_panels(table):
         low, high = row[0].get_ylim()
         means = [y for ax in row for bars in _errorbars(ax) for y in bars.lines[0].get_ydata()]
         assert low <= min(means) and max(means) <= high and (low > 0 or high < 1)
-    fig2 = P.realistic_figure(table, kinds=["spike", "motion"], models=["baseline", "noise"])
+    fig2 = P.realistic_figure(
+        table, kinds=["spike", "motion"], models=["baseline", "noise"], **BOOT
+    )
     assert len(fig2.axes) == 2 * 3  # three regions by default
     _texts_readable(fig)
 
@@ -405,34 +414,34 @@ def test_realistic_figure_panels(table):
 def test_missing_data_raise(table):
     no_distill = table[~table["model"].str.startswith("distill")]
     with pytest.raises(ValueError, match="distill"):
-        P.figure3(no_distill)
+        P.figure3(no_distill, **BOOT)
     with pytest.raises(ValueError, match="adversarial training"):
-        P.figure4(table[~table["model"].str.startswith("adv")])
+        P.figure4(table[~table["model"].str.startswith("adv")], **BOOT)
     with pytest.raises(ValueError, match="realistic perturbation rows"):
-        P.realistic_figure(table[~table["attack"].isin(P.REALISTIC_KINDS)])
+        P.realistic_figure(table[~table["attack"].isin(P.REALISTIC_KINDS)], **BOOT)
     with pytest.raises(ValueError, match="'tifgsm'"):
-        P.figure2(table[table["attack"] != "tifgsm"])
+        P.figure2(table[table["attack"] != "tifgsm"], **BOOT)
     with pytest.raises(ValueError, match="'ifgsm'"):
-        P.figure2(table, model="noise")
+        P.figure2(table, model="noise", **BOOT)
     with pytest.raises(ValueError, match="models \\['nope'\\]"):
-        P.figure2(table, model="nope")
+        P.figure2(table, model="nope", **BOOT)
     with pytest.raises(ValueError, match="regions \\['XX'\\]"):
-        P.figure3(table, regions=["XX"])
+        P.figure3(table, regions=["XX"], **BOOT)
     with pytest.raises(ValueError, match="eps=0.2"):
-        P.figure2(table, eps=0.2)
+        P.figure2(table, eps=0.2, **BOOT)
     with pytest.raises(ValueError, match="clean"):
-        P.figure3(table[table["attack"] != "none"])
+        P.figure3(table[table["attack"] != "none"], **BOOT)
     with pytest.raises(ValueError, match="'pgd'"):
-        P.realistic_figure(table, kinds=["pgd"])  # adversarial rows: no severity
+        P.realistic_figure(table, kinds=["pgd"], **BOOT)  # adversarial rows: no severity
     with pytest.raises(ValueError, match="lacks columns"):
-        P.figure3(table.drop(columns="dice"))
+        P.figure3(table.drop(columns="dice"), **BOOT)
 
 
 # --------------------------------------------------------------------------- saving
 
 
 def test_save_figure_writes_png_and_pdf(tmp_path, table):
-    fig = P.supplementary_figure2(table)
+    fig = P.supplementary_figure2(table, **BOOT)
     png, pdf = P.save_figure(fig, tmp_path / "sub" / "psnr_eps0.05", dpi=200)
     assert png.name == "psnr_eps0.05.png" and pdf.name == "psnr_eps0.05.pdf"
     data = png.read_bytes()
@@ -442,4 +451,4 @@ def test_save_figure_writes_png_and_pdf(tmp_path, table):
     assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == [pdf.name, png.name]
     with pytest.raises(ValueError, match="dpi"):
-        P.save_figure(P.supplementary_figure2(table), tmp_path / "low", dpi=100)
+        P.save_figure(P.supplementary_figure2(table, **BOOT), tmp_path / "low", dpi=100)

@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 from statsmodels.stats.multitest import multipletests
 
-from segrobust.metrics import result_rows, results_frame
 from segrobust.replicates import (
     exploratory_table,
     primary_analysis,
     replicates_markdown,
 )
+from segrobust.results import result_rows, results_frame
 
 REGIONS = ("WT", "TC", "ET")
 SUBJECTS = [f"s{i:02d}" for i in range(12)]

@@ -25,7 +25,7 @@ import torch
 from conftest import ROOT
 from test_workflow import write_config
 
-from segrobust.model import load_model
+from segrobust.models.checkpoints import load_model
 
 TESTBED = ROOT / "slurm" / "testbed"
 TARGET = "results/evaluation/baseline/seed1/clean.csv"

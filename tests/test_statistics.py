@@ -6,6 +6,7 @@ import pytest
 from conftest import N_SUBJECTS, REGIONS
 from scipy import stats
 
+from segrobust import results as R
 from segrobust import statistics as S
 
 
@@ -486,20 +487,20 @@ def test_adjust_pvalues_per_family_at_alpha_leaving_nan_out():
 
 def test_attack_selector_picks_the_final_iteration_and_the_clean_input(full_results):
     clean = {"model": "baseline", "attack": "none", "eps": 0.0, "iteration": 0}
-    assert S.attack_selector(full_results, "baseline", "fgsm", 0) == clean
-    assert S.attack_selector(full_results, "baseline", "none", 0.05) == clean
-    final = S.attack_selector(full_results, "baseline", "ifgsm", 0.05)
+    assert R.attack_selector(full_results, "baseline", "fgsm", 0) == clean
+    assert R.attack_selector(full_results, "baseline", "none", 0.05) == clean
+    final = R.attack_selector(full_results, "baseline", "ifgsm", 0.05)
     assert final == {"model": "baseline", "attack": "ifgsm", "eps": 0.05,
                      "source_model": "baseline", "iteration": 10}  # fmt: skip
-    assert S.attack_selector(full_results, "baseline", "ifgsm", 0.05, iteration=5)["iteration"] == 5
+    assert R.attack_selector(full_results, "baseline", "ifgsm", 0.05, iteration=5)["iteration"] == 5
     # white-box only: the transfer rows (crafted on distill_T20) are not selected
-    fgsm = S.select(full_results, S.attack_selector(full_results, "baseline", "fgsm", 0.05))
+    fgsm = R.select(full_results, R.attack_selector(full_results, "baseline", "fgsm", 0.05))
     assert set(fgsm["source_model"]) == {"baseline"} and len(fgsm) == 3 * N_SUBJECTS
     no_source = full_results.drop(columns="source_model")
-    assert "source_model" not in S.attack_selector(no_source, "baseline", "fgsm", 0.05)
-    assert S.final_iteration(full_results, {"attack": "tifgsm"}) == 10
+    assert "source_model" not in R.attack_selector(no_source, "baseline", "fgsm", 0.05)
+    assert R.final_iteration(full_results, {"attack": "tifgsm"}) == 10
     with pytest.raises(ValueError, match=r"selector \{'attack': 'cw'\} matches no rows"):
-        S.final_iteration(full_results, {"attack": "cw"})
+        R.final_iteration(full_results, {"attack": "cw"})
 
 
 def test_signed_rank_edge_results_and_method_labels():

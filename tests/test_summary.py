@@ -6,9 +6,9 @@ from test_replicates import PRIMARY, _results
 
 from segrobust.crossed import Components
 from segrobust.labels import REGIONS
-from segrobust.metrics import result_rows, results_frame
 from segrobust.planner import seeds_needed
 from segrobust.replicates import exploratory_table, primary_analysis
+from segrobust.results import result_rows, results_frame
 from segrobust.summary import paper_comparison, run_summary, seed_table
 
 COMPARISONS = [("adv_eps0.05", "baseline"), ("noise", "baseline")]

@@ -9,8 +9,9 @@ import pytest
 import yaml
 from conftest import ROOT
 
+from segrobust.cohort import ANATOMIES, cohort_plan, subject_grade, write_cohort
 from segrobust.labels import MODALITIES
-from segrobust.synthetic import ANATOMIES, cohort_plan, make_subject, subject_grade, write_cohort
+from segrobust.synthetic import make_subject
 
 SHAPE = (40, 40, 36)
 SPACING = (1.2, 1.2, 1.5)

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 from scipy import ndimage
 
-from segrobust.synthetic import write_cohort
+from segrobust.cohort import write_cohort
 from segrobust.template_anatomy import (
     TEMPLATE_BRAIN_MM,
     WT_FRACTION,
@@ -90,7 +90,7 @@ def refuse(*args, **kwargs):
     raise OSError("network access attempted")
 socket.socket.connect = socket.socket.connect_ex = refuse
 socket.getaddrinfo = socket.create_connection = refuse
-from segrobust.synthetic import write_cohort
+from segrobust.cohort import write_cohort
 write_cohort({str(tmp_path)!r}, 2, {SMALL[0]!r}, {SMALL[1]!r}, 0.5, seed=1, anatomy="template")
 """
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}

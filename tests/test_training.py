@@ -21,7 +21,9 @@ import torch
 from segrobust.attacks import fgsm, relative_scale
 from segrobust.labels import MODALITIES, labels_to_classes
 from segrobust.losses import segmentation_loss
-from segrobust.model import UNet3D, autocast, load_model, use_amp
+from segrobust.models.checkpoints import load_model
+from segrobust.models.device import autocast, use_amp
+from segrobust.models.unet import UNet3D
 from segrobust.preprocessing import brain_mask, standardise
 from segrobust.strategies import StepContext, adversarial_step, noise_step, pgd_adversarial_step
 from segrobust.synthetic import make_subject
@@ -450,7 +452,7 @@ def test_amp_auto_trains_in_bf16_exactly_where_the_cpu_has_it(
 ):
     """With the CPU detector patched both ways, ``amp: auto`` trains the weights that
     ``amp: on`` (native bf16) or ``off`` trains, and records that precision."""
-    monkeypatch.setattr("segrobust.model.cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr("segrobust.models.device.cpu_has_native_bf16", lambda: native)
     settings = TrainSettings(strategy="baseline", **(TINY | {"epochs": 1}))
     auto = run(settings, cohort, tmp_path / "auto")
     assert load_model(tmp_path / "auto" / "model.pt")[1]["precision"] == (

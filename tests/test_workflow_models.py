@@ -17,11 +17,12 @@ from test_workflow import (
     write_config,
 )
 
-from segrobust import architectures
-from segrobust.kernels import set_conv_kernel
 from segrobust.labels import MODALITIES
 from segrobust.metrics import dice_regions
-from segrobust.model import UNet3D, load_model
+from segrobust.models import registry
+from segrobust.models.checkpoints import load_model
+from segrobust.models.kernels import apply_kernel
+from segrobust.models.unet import UNet3D
 
 DYNUNET = {"kernel_size": [3, 3, 3], "strides": [1, 2, 2], "upsample_kernel_size": [2, 2],
            "filters": [4, 8, 16]}  # fmt: skip
@@ -39,8 +40,8 @@ def _external_models(directory):
     torch.manual_seed(0)
     regions = UNet3D(n_classes=3, base_filters=4, depth=3).eval()
     torch.jit.save(torch.jit.trace(regions, torch.randn(1, 4, 16, 16, 16)), directory / "r.ts")
-    classes = architectures.build("DynUNet", DYNUNET).eval()
-    torch.save(architectures.unwrap(classes).state_dict(), directory / "s.pth")
+    classes = registry.build("DynUNet", DYNUNET).eval()
+    torch.save(registry.unwrap(classes).state_dict(), directory / "s.pth")
     config = [
         {"name": "regions", "checkpoint": str(directory / "r.ts"),
          "modalities": ["flair", "t2", "t1ce", "t1"], "normalization": "zscore",
@@ -80,7 +81,7 @@ def test_three_architectures_and_external_models_are_trained_attacked_and_compar
     for model in TRAINED | EXTERNAL:
         assert {"none", "fgsm"} <= set(table.loc[table["model"] == model, "attack"]), model
     network, extra = load_model(results / "models" / "dynunet.adv_eps0.05" / "seed1" / "model.pt")
-    assert architectures.record(network)["name"] == "DynUNet"
+    assert registry.record(network)["name"] == "DynUNet"
     assert extra["settings"]["strategy"] == "adversarial" and extra["settings"]["epsilon"] == 0.05
     assert (results / "models" / "regions" / "seed0" / "model.pt").exists()  # one replicate
     assert not (results / "models" / "regions" / "seed0" / "training_log.csv").exists()
@@ -99,7 +100,7 @@ def _zscore_nonzero(x: np.ndarray) -> np.ndarray:
 @pytest.mark.slow
 def test_external_models_give_the_dice_of_direct_inference(models_run):
     results, networks, _, _ = models_run
-    set_conv_kernel(networks["classes"], "onednn")  # what the workflow runs on the CPU
+    apply_kernel(networks["classes"], "onednn")  # what the workflow runs on the CPU
     split = pd.read_csv(results / "split.csv")
     order = [MODALITIES.index(m) for m in ("flair", "t2", "t1ce", "t1")]
     for subject in split.loc[split["split"] == "test", "subject"]:

@@ -2,11 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from segrobust.plots import save_figure, worst_case_figure
 from segrobust.worst_case import (
     adversarial_rows,
-    save_figure,
     worst_case,
-    worst_case_figure,
     worst_case_markdown,
     worst_case_table,
 )
@@ -72,7 +71,7 @@ def test_figure_has_a_line_per_family_and_the_worst_case(tmp_path):
     assert labels == {"fgsm", "transfer_fgsm", "ifgsm", "worst case"}
     worst = next(line for line in fig.axes[0].lines if line.get_label() == "worst case")
     assert worst.get_xdata()[0] == 0 and worst.get_ydata()[0] == pytest.approx(0.865)  # clean
-    save_figure(fig, tmp_path / "m.png", tmp_path / "m.pdf")
+    save_figure(fig, tmp_path / "m")
     assert (tmp_path / "m.png").stat().st_size > 10_000 and (tmp_path / "m.pdf").exists()
 
 

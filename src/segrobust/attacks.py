@@ -23,7 +23,7 @@ Conventions (shared with :mod:`segrobust.metrics`):
   nobody asked for: 1.6× cheaper input gradients), both restored afterwards, and differentiate
   w.r.t. the input only (``torch.autograd.grad``). Forwards used only for
   evaluation run under ``torch.no_grad()`` (:func:`forward_only`). For bf16, wrap the call in
-  ``segrobust.model.autocast(device, True)``; losses should compute in float32.
+  ``segrobust.models.device.autocast(device, True)``; losses should compute in float32.
 - **Reuse.** :func:`fgsm_sweep` takes one gradient for all ε; the iterative attacks are
   generators yielding every iterate with the logits of the forward that the next gradient needed
   anyway, so a Dice-vs-iterations curve costs one run (plus one forward for the last iterate).

@@ -54,6 +54,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from segrobust.families import names, only, single_step_first
+from segrobust.labels import REGIONS as _REGIONS
+from segrobust.results import CLEAN, eps_key, final_rows
+
 AUDIT_COLUMNS: list[str] = [
     "model", "seed", "check", "attack", "status", "value", "reference", "tolerance", "p", "detail",
 ]  # fmt: skip
@@ -68,11 +72,17 @@ CHECKS: dict[str, str] = {
     "f_temperature": "plain FGSM not weaker than temperature-aware FGSM",
     "g_iterative_vs_single": "iterative at least as strong as FGSM",
 }
-NOISE = "random_sign"
-LARGE = "pgd_large"
-ADVERSARIAL = ("fgsm", "fgsm_T", "transfer_fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", LARGE)
-UNTARGETED_ITERATIVE = ("ifgsm", "pgd", "segpgd", LARGE)
-REGIONS = ("WT", "TC", "ET")
+# the families each check reads (segrobust.families), single-step attacks first
+NOISE = only(audit="noise control")
+LARGE = only(audit="large budget")
+TRANSFER = only(kind="transfer")
+TEMPERED = only(runs_on="distilled students")
+ADVERSARIAL: tuple[str, ...] = tuple(single_step_first(names(adversarial=True)))
+UNTARGETED_ITERATIVE: tuple[str, ...] = tuple(
+    a for a in ADVERSARIAL if a in names(iterative=True, targeted=False)
+)
+RECORDED_ITERATES: tuple[str, ...] = tuple(names(iterates=True))
+REGIONS: tuple[str, ...] = tuple(_REGIONS)
 
 
 def _row(model, seed, check, attack, value=np.nan, reference=np.nan, tolerance=np.nan,
@@ -95,14 +105,13 @@ def _means(rows: pd.DataFrame, keys: Sequence[str]) -> pd.Series:
 def _subjects(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """Dice per (``keys``, region) × subject (regions of :data:`REGIONS` only)."""
     rows = rows[rows["region"].isin(REGIONS)]
-    rows = rows.assign(eps=rows["eps"].round(9))  # one spelling of ε across families
+    rows = rows.assign(eps=eps_key(rows["eps"]))  # one spelling of ε across families
     return rows.pivot_table("dice", [*keys, "region"], "subject", aggfunc="mean")
 
 
 def _final(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows of each (attack, ε)'s last iterate."""
-    last = rows.groupby(["attack", "eps"])["iteration"].transform("max")
-    return rows[rows["iteration"] == last]
+    return final_rows(rows, ["attack", "eps"])
 
 
 def holm(p: np.ndarray) -> np.ndarray:
@@ -208,7 +217,7 @@ def dice_comparisons(rows: pd.DataFrame, model: str) -> list[DiceComparison | No
     """The Dice checks (a, b, c, f, g) of one replicate's results rows, each as the settings ×
     subjects Dice it compares, or (check, attack, why) where it does not apply."""
     out: list[DiceComparison | NotApplied] = []
-    clean = rows[rows["attack"] == "none"]
+    clean = rows[rows["attack"] == CLEAN]
     white = rows[(rows["source_model"] == model) & rows["attack"].isin([*ADVERSARIAL, NOISE])]
     final = _final(white) if not white.empty else white
     present = set(final["attack"])
@@ -221,7 +230,7 @@ def dice_comparisons(rows: pd.DataFrame, model: str) -> list[DiceComparison | No
         out.append(DiceComparison("a_eps_monotone", "fgsm", later, earlier, "the smaller ε"))
     else:
         out.append(("a_eps_monotone", "fgsm", "fgsm not run"))
-    recorded = [a for a in ("ifgsm", "tifgsm") if white.loc[white["attack"] == a, "iteration"]
+    recorded = [a for a in RECORDED_ITERATES if white.loc[white["attack"] == a, "iteration"]
                 .nunique() > 1]  # fmt: skip
     if not recorded:
         out.append(("a_iter_monotone", "", "no attack with recorded iterates"))
@@ -232,7 +241,7 @@ def dice_comparisons(rows: pd.DataFrame, model: str) -> list[DiceComparison | No
         out.append(DiceComparison("a_iter_monotone", attack, later, earlier, "the iterate before"))
 
     # (b) white-box vs transfer from the reference model
-    transfer = rows[(rows["attack"] == "transfer_fgsm") & (rows["source_model"] != model)]
+    transfer = rows[(rows["attack"] == TRANSFER) & (rows["source_model"] != model)]
     if "fgsm" in present and not transfer.empty:
         source = ", ".join(sorted(transfer["source_model"].astype(str).unique()))
         what = f"transfer from {source}"
@@ -242,22 +251,22 @@ def dice_comparisons(rows: pd.DataFrame, model: str) -> list[DiceComparison | No
         why = "the transfer source itself" if transfer.empty else "fgsm not run"
         out.append(("b_whitebox_vs_transfer", "fgsm", why))
     if not transfer.empty:
-        by_attack["transfer_fgsm"] = _subjects(transfer, ["eps"])
-        present.add("transfer_fgsm")
+        by_attack[TRANSFER] = _subjects(transfer, ["eps"])
+        present.add(TRANSFER)
 
     # (c) every adversarial family beats random sign noise at equal ε
     if NOISE not in present:
-        out.append(("c_beats_noise", "", "random_sign not run"))
+        out.append(("c_beats_noise", "", f"{NOISE} not run"))
     else:
         out += [DiceComparison("c_beats_noise", a, by_attack[a], by_attack[NOISE], "random sign")
                 for a in ADVERSARIAL if a in present]  # fmt: skip
 
     # (f) temperature-aware vs plain FGSM (distilled students)
-    if "fgsm_T" in present and "fgsm" in present:
-        out.append(DiceComparison("f_temperature", "fgsm", by_attack["fgsm"], by_attack["fgsm_T"],
-                                  "fgsm_T"))  # fmt: skip
+    if TEMPERED in present and "fgsm" in present:
+        out.append(DiceComparison("f_temperature", "fgsm", by_attack["fgsm"], by_attack[TEMPERED],
+                                  TEMPERED))  # fmt: skip
     else:
-        out.append(("f_temperature", "fgsm", "fgsm_T not run (not a student)"))
+        out.append(("f_temperature", "fgsm", f"{TEMPERED} not run (not a student)"))
 
     # (g) iterative at least as strong as single-step
     iterative = [a for a in UNTARGETED_ITERATIVE if a in present]
@@ -282,7 +291,7 @@ def _threshold_checks(rows, grads, model, seed, large_eps_max_dice, zero_gradien
         out.append(_row(model, seed, "d_large_budget", LARGE, float(means.mean()), 0.0,
                         large_eps_max_dice, f"ε = {eps:g}: {detail}"))  # fmt: skip
     else:
-        out.append(_na(model, seed, "d_large_budget", LARGE, "pgd_large not run"))
+        out.append(_na(model, seed, "d_large_budget", LARGE, f"{LARGE} not run"))
 
     # (e) zero gradients and saturated softmax
     mine = None if grads is None else grads[(grads["model"] == model) & (grads["seed"] == seed)]
@@ -311,7 +320,7 @@ def audit(
 ) -> pd.DataFrame:
     """Every check of the module docstring for each (model, seed) of ``results``.
 
-    ``results``: the long results table (:data:`segrobust.metrics.RESULT_COLUMNS`);
+    ``results``: the long results table (:data:`segrobust.results.RESULT_COLUMNS`);
     ``gradients``: :func:`segrobust.gradient_stats.evaluate_gradients` rows (None: the e-checks
     are n.a.). ``dice_tolerance`` and ``alpha`` apply to the Dice comparisons (a, b, c, f, g).
     Returns :data:`AUDIT_COLUMNS` rows in :data:`CHECKS` order; status pass / flag / n.a.

@@ -25,13 +25,14 @@ never instantiated.
 """
 
 import importlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from segrobust.models.monai_nets import MonaiNetwork
 
 CONFIGS: tuple[str, ...] = ("configs/inference.json", "configs/inference.yaml")
 METADATA = "configs/metadata.json"
@@ -128,10 +129,8 @@ def checked_network_def(config: Any, key: str = "network_def") -> Any:
 
 def build_network(network_def: Mapping[str, Any]) -> nn.Module:
     """The bundle network of a checked ``network_def`` (plain data), instantiated by
-    ConfigParser, as a :class:`segrobust.architectures.MonaiNetwork` (one logits tensor)."""
+    ConfigParser, as a :class:`segrobust.models.monai_nets.MonaiNetwork` (one logits tensor)."""
     from monai.bundle import ConfigParser
-
-    from segrobust.architectures import MonaiNetwork  # that module imports this one lazily
 
     config = checked_network_def(network_def)
     net = ConfigParser({"network_def": config}).get_parsed_content("network_def")
@@ -305,17 +304,13 @@ def declared_settings(entry: Mapping) -> tuple[dict, str]:
     return declared, str(_config_path(bundle))
 
 
-def import_entry(entry: Mapping, out: str | os.PathLike) -> None:
-    """Write the bundle's network (``network_def`` + ``models/model.pt``) as a segrobust
-    checkpoint, or copy its ``models/model.ts``."""
-    from segrobust.external import import_model
-    from segrobust.model import save_model
-
+def import_entry(entry: Mapping) -> tuple[nn.Module | Path, dict]:
+    """The bundle's network (``network_def`` + ``models/model.pt``) and the extra its model
+    file records, or the path of its ``models/model.ts`` (TorchScript, used as it is)."""
     bundle = Path(entry["bundle"])
     weights = Path(model_files(entry)["weights"])
     if weights.name == Path(TORCHSCRIPT).name:
-        import_model(weights, out)
-        return
+        return weights, {}
     parser = _parser(bundle)
     if "network_def" not in parser:
         raise ValueError(f"{_config_path(bundle)} has no network_def")
@@ -327,4 +322,4 @@ def import_entry(entry: Mapping, out: str | os.PathLike) -> None:
         model.net.load_state_dict(state)
     except Exception as err:  # torch raises many types for foreign or mismatched files
         raise ValueError(f"cannot load {weights} into the bundle's network_def: {err}") from err
-    save_model(model, out, {"external": str(bundle)})
+    return model, {"external": str(bundle)}

@@ -18,15 +18,20 @@ ROOT = Path(__file__).resolve().parent
 
 
 def _module_file(name: str) -> Path | None:
-    """The file of module ``segrobust.<name>`` (or the package itself for ""), if any."""
-    path = ROOT / "__init__.py" if not name else ROOT / f"{name.replace('.', '/')}.py"
-    return path if path.is_file() else None
+    """The file of module ``segrobust.<name>`` (the package itself for "", a subpackage's
+    ``__init__.py``), if any."""
+    base = ROOT.joinpath(*name.split(".")) if name else ROOT
+    for path in (base.with_suffix(".py") if name else None, base / "__init__.py"):
+        if path is not None and path.is_file():
+            return path
+    return None
 
 
 def direct_imports(path: str | os.PathLike) -> set[str]:
     """Modules of this package that the Python file ``path`` imports anywhere in it, named
-    relative to the package ("" for the package itself): ``import segrobust.x``,
-    ``from segrobust import x`` (x a module) and ``from segrobust.x import y``."""
+    relative to the package ("" for the package itself, "a.b" for ``segrobust.a.b``):
+    ``import segrobust.x``, ``from segrobust import x`` (x a module) and ``from segrobust.x
+    import y``."""
     tree = ast.parse(Path(path).read_text(), filename=str(path))
     found = set()
     for node in ast.walk(tree):

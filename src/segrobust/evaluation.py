@@ -1,32 +1,20 @@
 """Run models over test subjects: clean inputs, attacks and realistic perturbations.
 
 Every function returns rows of the one long-format results table
-(:data:`segrobust.metrics.RESULT_COLUMNS`). An attack family turns a batch of clean volumes
-(``attacks.batch`` test subjects, each with its own random seed) into a stream of perturbed
-batches (with the logits the attack already computed where it could); :func:`evaluate_attack`
-scores every volume of each the same way.
-
-Attack families (``ATTACKS``), with their config keys under ``attacks:``:
-
-- ``fgsm``: the supplement's FGSM over a sweep of ε (one gradient for all ε);
-- ``ifgsm`` / ``tifgsm``: i-FGSM and targeted i-FGSM (target: every voxel ``target_class``),
-  every iterate up to ``steps`` recorded (Fig. 2) from one run;
-- ``pgd``: PGD with a uniform random start and restarts; ``segpgd``: SegPGD (Gu et al. 2022);
-- ``pgd_large``: the same PGD at a large budget (default ε = 0.5), which must drive Dice near 0
-  (the audit's test for masked or non-differentiable gradients, :mod:`segrobust.audit`);
-- ``random_sign``: the control, random ±ε sign noise (no gradient) over an ε sweep
-  (:func:`segrobust.attacks.random_sign_sweep`, iteration 0); every attack must beat it;
-- ``fgsm_T``: FGSM through the softened logits z/T of a distilled student (T = its training
-  temperature; Carlini & Wagner 2016's test for gradient masking);
-- ``transfer_fgsm``: FGSM crafted on a source model (the undefended baseline) and evaluated on
-  the model under test (black-box transfer);
-- ``realistic``: MR artefacts at graded severities (:mod:`segrobust.perturbations`).
+(:data:`segrobust.results.RESULT_COLUMNS`). An attack family (:mod:`segrobust.families`, config
+``attacks.<family>``) turns a batch of clean volumes (``attacks.batch`` test subjects, each
+with its own random seed) into a stream of perturbed batches (with the logits the attack
+already computed where it could) through its runner (:data:`RUNNERS`: FGSM sweeps, the
+iterates of i-FGSM / ti-FGSM, PGD — also at the audit's large budget —, SegPGD, the
+random-sign control, transfer FGSM crafted on a source model, the realistic artefacts of
+:mod:`segrobust.perturbations`); :func:`evaluate_attack` scores every volume of each the same
+way.
 """
 
 import json
 import logging
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,21 +28,18 @@ from torch import nn
 
 from segrobust import attacks as atk
 from segrobust.data import open_volume
+from segrobust.families import Family, of
 from segrobust.fileio import atomic_path
 from segrobust.inference import check_spacing
 from segrobust.labels import classes_to_labels, labels_to_classes
 from segrobust.losses import segmentation_loss
-from segrobust.metrics import dice_regions, image_quality, result_rows, results_frame
-from segrobust.model import autocast, predict_classes
+from segrobust.metrics import dice_regions, image_quality
+from segrobust.models.device import autocast, predict_classes
 from segrobust.perturbations import perturb
+from segrobust.results import CLEAN, result_rows, results_frame
 from segrobust.surface import NSD_TOLERANCE_MM, surface_regions, voxel_spacing
 
 logger = logging.getLogger(__name__)
-
-ATTACKS: tuple[str, ...] = (
-    "fgsm", "ifgsm", "tifgsm", "pgd", "segpgd", "fgsm_T", "transfer_fgsm", "realistic",
-    "pgd_large", "random_sign",
-)  # fmt: skip
 
 
 def _affine(subject_dir: Path) -> np.ndarray:
@@ -109,7 +94,7 @@ def evaluate_clean(
         truth = np.asarray(volume.label)
         surface = surface_regions(pred, truth, spacing, nsd_tolerance)
         rows += result_rows(
-            model=model_name, attack="none", subject=volume.name, dice=dice_regions(pred, truth),
+            model=model_name, attack=CLEAN, subject=volume.name, dice=dice_regions(pred, truth),
             surface=surface, eps=0.0, iteration=0, **(tags or {}),
         )  # fmt: skip
     return results_frame(rows)
@@ -127,6 +112,120 @@ class Perturbed:
     logits: torch.Tensor | None
 
 
+# --------------------------------------------------------------------------- runners
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What a runner attacks: ``model`` on volumes ``x`` with labels ``y`` (brain ``mask``),
+    one seed per volume, the attack ``loss``, the transfer ``source``, the student's
+    ``temperature`` and ``eval_batch`` (FGSM-sweep ε values scored per forward)."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor | None
+    seeds: Sequence[int]
+    loss: Callable
+    source: nn.Module | None
+    temperature: float
+    eval_batch: int
+
+    def generators(self) -> list[torch.Generator]:
+        """One fresh generator per volume, seeded with its seed."""
+        return [torch.Generator().manual_seed(seed) for seed in self.seeds]
+
+
+def _scored(family: Family, stream: Iterable[atk.Iterate]) -> Iterator[Perturbed]:
+    """A gradient attack's inputs as :class:`Perturbed`; iterate 0, the clean input, is left to
+    :func:`evaluate_clean`."""
+    for item in stream:
+        if item.step > 0:
+            yield Perturbed(family.name, item.eps, item.step, np.nan, item.x_adv, item.logits)
+
+
+def _fgsm(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
+    """FGSM over the sweep ``epsilons`` (one gradient for all ε)."""
+    sweep = atk.fgsm_sweep(b.model, b.x, b.y, b.loss, s["epsilons"], mask=b.mask,
+                           eval_batch=b.eval_batch)  # fmt: skip
+    return _scored(family, sweep)
+
+
+def _fgsm_tempered(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
+    """FGSM through the softened logits z/T of a distilled student (T = ``temperature``)."""
+    loss = atk.with_temperature(b.loss, b.temperature)
+    sweep = atk.fgsm_sweep(b.model, b.x, b.y, loss, s["epsilons"], mask=b.mask,
+                           eval_batch=b.eval_batch)  # fmt: skip
+    return _scored(family, sweep)
+
+
+def _transfer(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
+    """FGSM crafted on the source and scored on the model (no logits of the source)."""
+    sweep = atk.fgsm_sweep(b.source, b.x, b.y, b.loss, s["epsilons"], mask=b.mask, evaluate=False)
+    return _scored(family, sweep)
+
+
+def _iterates(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
+    """i-FGSM, or (targeted) towards every voxel ``target_class``: every iterate."""
+    target = atk.constant_target(b.x, s["target_class"]) if family.targeted else b.y
+    steps = atk.linf_iterates(b.model, b.x, target, b.loss, s["eps"], s["alpha"], s["steps"],
+                              targeted=family.targeted, mask=b.mask)  # fmt: skip
+    return _scored(family, steps)
+
+
+def _pgd(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
+    """PGD from a uniform random start, best of ``restarts``: its final iterate."""
+    final = atk.pgd(b.model, b.x, b.y, b.loss, s["eps"], s["alpha"], s["steps"],
+                    generator=b.generators(), restarts=s["restarts"], mask=b.mask)  # fmt: skip
+    return _scored(family, [atk.Iterate(float(s["eps"]), s["steps"], final, None)])
+
+
+def _segpgd(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
+    """SegPGD (Gu et al. 2022): its final iterate."""
+    final = atk.segpgd(b.model, b.x, b.y, s["eps"], s["alpha"], s["steps"],
+                       generator=b.generators(), mask=b.mask)  # fmt: skip
+    return _scored(family, [atk.Iterate(float(s["eps"]), s["steps"], final, None)])
+
+
+def _sign_noise(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
+    """The noise control: random ±ε sign noise over the sweep, iteration 0 (no gradient)."""
+    for item in atk.random_sign_sweep(b.x, s["epsilons"], generator=b.generators(), mask=b.mask):
+        yield Perturbed(family.name, item.eps, item.step, np.nan, item.x_adv, None)
+
+
+def _artefacts(b: Batch, s: Mapping, family: Family) -> Iterator[Perturbed]:
+    """Each artefact of ``kinds`` at each of ``severities`` (brain: the nonzero voxels)."""
+    clean = b.x.cpu().numpy()
+    for kind in s["kinds"]:
+        for severity in s["severities"]:
+            images = [perturb(c, kind, severity, seed)
+                      for c, seed in zip(clean, b.seeds, strict=True)]  # fmt: skip
+            batch = torch.from_numpy(np.stack(images)).to(b.x.device)
+            yield Perturbed(kind, np.nan, 0, float(severity), batch, None)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How families run: ``stream(batch, settings, family)`` gives the perturbed inputs;
+    ``sweep_scored``: it scores ``attacks.eval_batch`` ε values per forward."""
+
+    stream: Callable[[Batch, Mapping, Family], Iterator[Perturbed]]
+    sweep_scored: bool = False
+
+
+# segrobust.families names a family's runner; families of one procedure share it
+RUNNERS: dict[str, Runner] = {
+    "fgsm": Runner(_fgsm, sweep_scored=True),
+    "tempered_fgsm": Runner(_fgsm_tempered, sweep_scored=True),
+    "transfer": Runner(_transfer),
+    "iterates": Runner(_iterates),
+    "pgd": Runner(_pgd),
+    "segpgd": Runner(_segpgd),
+    "sign_noise": Runner(_sign_noise),
+    "artefacts": Runner(_artefacts),
+}
+
+
 def _attack_stream(
     attack: str,
     model: nn.Module,
@@ -138,63 +237,19 @@ def _attack_stream(
     source: nn.Module | None,
     temperature: float,
 ) -> Iterator[Perturbed]:
-    """The perturbed inputs of one attack family for a batch of volumes (module docstring);
+    """The perturbed inputs of one attack family for a batch of volumes (its runner);
     ``seeds``: one per volume, so a volume's randomness does not depend on its batch."""
+    family = of(attack)
     loss = partial(segmentation_loss, variant=settings["loss"], gamma=settings["gamma"])
-    s = settings[attack]
-    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    if attack == "realistic":
-        clean = x.cpu().numpy()
-        for kind in s["kinds"]:
-            for severity in s["severities"]:
-                images = [  # brain: the nonzero voxels
-                    perturb(c, kind, severity, seed_) for c, seed_ in zip(clean, seeds, strict=True)
-                ]
-                batch = torch.from_numpy(np.stack(images)).to(x.device)
-                yield Perturbed(kind, np.nan, 0, float(severity), batch, None)
-        return
-    if attack == "random_sign":  # the noise control: iteration 0, no gradient step
-        sweep = atk.random_sign_sweep(x, s["epsilons"], generator=generators, mask=mask)
-        for item in sweep:
-            yield Perturbed(attack, item.eps, item.step, np.nan, item.x_adv, None)
-        return
-    batch = settings["eval_batch"]
-    if attack == "fgsm":
-        stream = atk.fgsm_sweep(model, x, y, loss, s["epsilons"], mask=mask, eval_batch=batch)
-    elif attack == "fgsm_T":
-        tempered = atk.with_temperature(loss, temperature)
-        stream = atk.fgsm_sweep(model, x, y, tempered, s["epsilons"], mask=mask, eval_batch=batch)
-    elif attack == "transfer_fgsm":  # crafted on the source, evaluated on ``model`` below
-        stream = atk.fgsm_sweep(source, x, y, loss, s["epsilons"], mask=mask, evaluate=False)
-    elif attack in ("ifgsm", "tifgsm"):
-        targeted = attack == "tifgsm"
-        target = atk.constant_target(x, s["target_class"]) if targeted else y
-        stream = atk.linf_iterates(
-            model, x, target, loss, s["eps"], s["alpha"], s["steps"], targeted=targeted, mask=mask
-        )
-    elif attack == "pgd":
-        final = atk.pgd(model, x, y, loss, s["eps"], s["alpha"], s["steps"],
-                        generator=generators, restarts=s["restarts"], mask=mask)  # fmt: skip
-        stream = [atk.Iterate(float(s["eps"]), s["steps"], final, None)]
-    elif attack == "pgd_large":
-        final = atk.pgd(model, x, y, loss, s["eps"], s["alpha"], s["steps"],
-                        generator=generators, restarts=s["restarts"], mask=mask)  # fmt: skip
-        stream = [atk.Iterate(float(s["eps"]), s["steps"], final, None)]
-    else:  # segpgd
-        final = atk.segpgd(model, x, y, s["eps"], s["alpha"], s["steps"],
-                           generator=generators, mask=mask)  # fmt: skip
-        stream = [atk.Iterate(float(s["eps"]), s["steps"], final, None)]
-    for item in stream:
-        if item.step > 0:  # iterate 0 is the clean input, scored by evaluate_clean
-            logits = None if attack == "transfer_fgsm" else item.logits
-            yield Perturbed(attack, item.eps, item.step, np.nan, item.x_adv, logits)
+    batch = Batch(model, x, y, mask, seeds, loss, source, temperature, settings["eval_batch"])
+    return RUNNERS[family.runner].stream(batch, settings[attack], family)
 
 
 def _largest_batch(attack: str, settings: Mapping, n_subjects: int) -> int:
     """The most volumes one forward of ``attack`` takes: ``attacks.batch`` subjects, times
-    ``attacks.eval_batch`` ε values in an FGSM sweep's scoring forwards."""
+    ``attacks.eval_batch`` ε values where its runner scores a sweep."""
     batch = min(settings["batch"], n_subjects)
-    return batch * settings["eval_batch"] if attack in ("fgsm", "fgsm_T") else batch
+    return batch * settings["eval_batch"] if RUNNERS[of(attack).runner].sweep_scored else batch
 
 
 def fit_batch(
@@ -268,7 +323,7 @@ def load_example(stem: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def _is_reported(item: Perturbed, attack: str, settings: Mapping) -> bool:
     """Whether tables and example figures show ``item``: of an iterative attack, only the
     iterate Table 1 reports (``settings["table1_iteration"]``)."""
-    if attack in ("ifgsm", "tifgsm"):
+    if of(attack).iterates:
         return item.step == settings["table1_iteration"]
     return True
 
@@ -304,10 +359,9 @@ def evaluate_attack(
     ``tags`` (``seed``: the model's training seed, ``precision``, ``kernel``) go into every row.
     The models are first tried at the attack's batch (:func:`fit_batch`).
     """
-    if attack not in ATTACKS:
-        raise ValueError(f"unknown attack {attack!r}; expected one of {ATTACKS}")
-    if attack == "transfer_fgsm" and source is None:
-        raise ValueError("transfer_fgsm needs the source model it crafts perturbations on")
+    transfer = of(attack).kind == "transfer"
+    if transfer and source is None:
+        raise ValueError(f"{attack} needs the source model it crafts perturbations on")
     model.eval()
     dirs = [Path(d) for d in subject_dirs]
     if dirs:
@@ -321,7 +375,7 @@ def evaluate_attack(
         rows += _evaluate_batch(
             attack, model, model_name, dirs[first : first + settings["batch"]], settings, device,
             seed, amp, temperature, source, nsd_tolerance,
-            {"source_model": source_name if attack == "transfer_fgsm" else model_name,
+            {"source_model": source_name if transfer else model_name,
              **(tags or {})},
             examples_dir,
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Pretrained external models: kinds, safe loading, input and output conventions.
+"""Pretrained external models: kinds, the files they are imported from, their conventions.
 
 An ``external_models:`` config entry names a model that is evaluated and attacked like a
 trained model, without training. Its kind (:data:`KINDS`, one module each) is the key it has:
@@ -9,15 +9,18 @@ trained model, without training. Its kind (:data:`KINDS`, one module each) is th
 
 Each kind module has ``model_files(entry)`` (what the import reads), ``declared_settings(entry)``
 (the conventions below that the model's own files declare, and which file) and
-``import_entry(entry, out)`` (writes the model file :func:`segrobust.model.load_model` reads).
-:func:`settings` merges what a model declares with the entry's own keys: a key the entry leaves
-null comes from the model's files; one both give must agree.
+``import_entry(entry)``: the network to save with its ``extra``, or the path of a TorchScript
+archive, which :func:`write_model` writes as the model file
+:func:`segrobust.models.checkpoints.load_model` reads. :func:`settings` merges what a model
+declares with the entry's own keys: a key the entry leaves null comes from the model's files;
+one both give must agree.
 
 A ``checkpoint`` is:
 
 - a TorchScript archive (``torch.jit.load``), or a state_dict (``torch.load(weights_only=True)``;
   ``.safetensors`` when the safetensors package is installed) plus an ``architecture``
-  ``{name, kwargs}`` from :mod:`segrobust.architectures`. No pickled code is ever executed.
+  ``{name, kwargs}`` of :mod:`segrobust.models.registry`. No pickled code is ever executed
+  (:mod:`segrobust.models.checkpoints`).
 - ``modalities``: the order of the input channels the model expects (segrobust's is
   :data:`segrobust.labels.MODALITIES`); ``normalization``: the intensity normalisation it was
   trained with, applied to segrobust's preprocessed input ("none": as preprocessed; "zscore":
@@ -26,25 +29,20 @@ A ``checkpoint`` is:
 - ``output``: ``{type: softmax, labels: [...]}``, class logits whose channels are the BraTS
   labels listed; or ``{type: sigmoid, regions: [TC, WT, ET], threshold: t}``, one logit per
   nested region as MONAI's BraTS bundle (a voxel is ET if p_ET > t, else NCR/NET if p_TC > t,
-  else edema if p_WT > t). :class:`RegionLogits` turns the latter into 4-class logits whose
-  argmax is exactly that label map and which the attack losses differentiate.
+  else edema if p_WT > t).
+
+The adapters that apply these conventions run with the network (:mod:`segrobust.inference`).
 """
 
 import importlib
-import math
 import os
-import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from segrobust import architectures
-from segrobust.fileio import atomic_path
-from segrobust.labels import BRATS_LABELS, MODALITIES
-from segrobust.model import is_torchscript, save_model
+from segrobust.models.checkpoints import external_network, write_imported
 
 KINDS: dict[str, str] = {
     "checkpoint": "segrobust.external",
@@ -52,136 +50,6 @@ KINDS: dict[str, str] = {
     "bundle": "segrobust.bundles",
 }
 CONVENTIONS: tuple[str, ...] = ("modalities", "normalization", "output", "inference")
-NORMALIZATIONS: tuple[str, ...] = ("none", "zscore", "minmax")
-REGION_NAMES: tuple[str, ...] = ("TC", "WT", "ET")
-
-
-class InputAdapter(nn.Module):
-    """segrobust's input (channels in :data:`MODALITIES` order) as an external model expects it."""
-
-    def __init__(self, modalities: Sequence[str] | None, normalization: str = "none"):
-        super().__init__()
-        modalities = list(MODALITIES if modalities is None else modalities)
-        if sorted(modalities) != sorted(MODALITIES):
-            raise ValueError(f"modalities must order {list(MODALITIES)}, got {modalities}")
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}"
-            )
-        self.order = [MODALITIES.index(m) for m in modalities]
-        self.normalization = normalization
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x[:, self.order]
-        axes = tuple(range(2, x.ndim))
-        if self.normalization == "zscore":
-            nonzero = (x != 0).to(x.dtype)
-            n = nonzero.sum(axes, keepdim=True).clamp_min(1)
-            mean = (x * nonzero).sum(axes, keepdim=True) / n
-            var = (((x - mean) * nonzero) ** 2).sum(axes, keepdim=True) / n
-            std = var.sqrt()
-            return torch.where(nonzero.bool(), (x - mean) / torch.where(std > 0, std, 1), x)
-        if self.normalization == "minmax":
-            low, high = x.amin(axes, keepdim=True), x.amax(axes, keepdim=True)
-            return (x - low) / torch.where(high > low, high - low, 1)
-        return x
-
-
-class ClassLogits(nn.Module):
-    """Softmax logits whose channels are the BraTS ``labels`` listed, in segrobust's order."""
-
-    def __init__(self, labels: Sequence[int]):
-        super().__init__()
-        if sorted(labels) != sorted(BRATS_LABELS):
-            raise ValueError(f"output.labels must order {list(BRATS_LABELS)}, got {labels}")
-        self.order = [list(labels).index(label) for label in BRATS_LABELS]
-
-    def forward(self, logits: Tensor) -> Tensor:
-        return logits[:, self.order]
-
-
-class RegionLogits(nn.Module):
-    """4-class logits from one sigmoid logit per nested region (TC, WT, ET in ``regions`` order).
-
-    With s_r = logit_r − logit(t): z_ET = s_ET, z_NCR = min(−s_ET, s_TC),
-    z_ED = min(−s_ET, −s_TC, s_WT), z_BG = min(−s_ET, −s_TC, −s_WT). Exactly one z is positive
-    (ties aside), the class of the thresholded label map; every z is piecewise linear in the
-    network's logits, so the attack losses have a gradient.
-    """
-
-    def __init__(self, regions: Sequence[str], threshold: float = 0.5):
-        super().__init__()
-        if sorted(regions) != sorted(REGION_NAMES):
-            raise ValueError(f"output.regions must order {list(REGION_NAMES)}, got {regions}")
-        if not 0 < threshold < 1:
-            raise ValueError(f"output.threshold must be in (0, 1), got {threshold}")
-        self.index = {r: list(regions).index(r) for r in REGION_NAMES}
-        self.offset = math.log(threshold / (1 - threshold))
-
-    def forward(self, logits: Tensor) -> Tensor:
-        s = {r: logits[:, i] - self.offset for r, i in self.index.items()}
-        tc, wt, et = s["TC"], s["WT"], s["ET"]
-        ncr = torch.minimum(-et, tc)
-        edema = torch.minimum(torch.minimum(-et, -tc), wt)
-        background = torch.minimum(torch.minimum(-et, -tc), -wt)
-        return torch.stack([background, ncr, edema, et], dim=1)
-
-
-def output_adapter(output: Mapping[str, Any]) -> nn.Module:
-    """:class:`ClassLogits` or :class:`RegionLogits` for an ``output`` config entry."""
-    if output.get("type") == "softmax":
-        return ClassLogits(output.get("labels", BRATS_LABELS))
-    if output.get("type") == "sigmoid":
-        return RegionLogits(output.get("regions", REGION_NAMES), output.get("threshold", 0.5))
-    raise ValueError(f"output.type must be softmax or sigmoid, got {output.get('type')!r}")
-
-
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as err:
-            raise ValueError(f"{path}: reading .safetensors needs the safetensors package") from err
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} holds no state_dict (a mapping of parameter names to tensors)")
-    return state
-
-
-def import_model(
-    checkpoint: str | os.PathLike,
-    out: str | os.PathLike,
-    architecture: Mapping[str, Any] | None = None,
-) -> None:
-    """Write the external ``checkpoint`` as a model file that :func:`load_model` reads.
-
-    Without ``architecture`` it must be TorchScript (copied after a test load); with it, a
-    state_dict for :func:`segrobust.architectures.build` (saved as a segrobust checkpoint).
-    Errors name the file.
-    """
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"external model checkpoint not found: {checkpoint}")
-    if architecture is None:
-        if not is_torchscript(checkpoint):
-            raise ValueError(
-                f"{checkpoint} is not TorchScript: give the external model an architecture "
-                "{name, kwargs} to read it as a state_dict"
-            )
-        torch.jit.load(checkpoint, map_location="cpu")
-        with atomic_path(out) as tmp:
-            shutil.copyfile(checkpoint, tmp)
-        return
-    model = architectures.build(architecture["name"], architecture.get("kwargs", {}))
-    try:
-        state = _read_state_dict(checkpoint)
-        architectures.unwrap(model).load_state_dict(state)
-    except Exception as err:  # torch raises many types for foreign or mismatched files
-        raise ValueError(f"cannot load {checkpoint} into {architecture['name']}: {err}") from err
-    save_model(model, out, {"external": str(checkpoint)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +78,8 @@ def files(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 def write_model(entry: Mapping[str, Any], out: str | os.PathLike) -> None:
     """Import the model of ``entry`` as the model file ``out`` (its kind's ``import_entry``)."""
-    _kind(entry).import_entry(entry, out)
+    network, extra = _kind(entry).import_entry(entry)
+    write_imported(network, out, extra)
 
 
 def _agrees(given: Any, found: Any) -> bool:
@@ -247,8 +116,8 @@ def declared_settings(entry: Mapping[str, Any]) -> tuple[dict, str]:
     return {}, entry["checkpoint"]
 
 
-def import_entry(entry: Mapping[str, Any], out: str | os.PathLike) -> None:
-    """:func:`import_model` of a checkpoint entry."""
+def import_entry(entry: Mapping[str, Any]) -> tuple[nn.Module | Path, dict]:
+    """The network of a checkpoint entry with its weights (or its TorchScript archive)."""
     arch = entry.get("architecture")
     arch = arch and {"name": arch["network"], "kwargs": arch.get("kwargs", {})}
-    import_model(entry["checkpoint"], out, arch)
+    return external_network(entry["checkpoint"], arch), {"external": str(entry["checkpoint"])}

@@ -26,7 +26,7 @@ from segrobust import attacks as atk
 from segrobust.data import open_volume
 from segrobust.inference import check_spacing
 from segrobust.losses import segmentation_loss
-from segrobust.model import autocast
+from segrobust.models.device import autocast
 from segrobust.surface import voxel_spacing
 
 GRADIENT_COLUMNS: list[str] = [

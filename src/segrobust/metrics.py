@@ -1,4 +1,4 @@
-"""Per-subject metrics and the one long-format results schema every table and figure reads.
+"""Per-subject metrics: what every row of the results table (:mod:`segrobust.results`) scores.
 
 - **Dice** per BraTS region (WT, TC, ET: unions of network classes, ``labels.REGIONS``) between
   predicted and true class maps, with the BraTS convention that two empty masks score 1.0
@@ -15,59 +15,14 @@
   per channel and averaged over channels. Perturbation norms: ``linf`` = max_c max|δ_c| / scale_c
   (equals ε for FGSM), ``l2`` = ‖δ_c / scale_c‖₂ over all channels and voxels, and their absolute
   counterparts ``linf_abs``, ``l2_abs`` in input units.
-
-Results schema (:data:`RESULT_COLUMNS`), one row per (model, attack, eps, iteration, subject,
-region); image-quality values repeat on the three region rows of an input:
-
-- ``model``: the evaluated model; ``seed``: its training seed (replicates differ only in it);
-  ``source_model``: the model the perturbation was crafted on (equal to ``model`` for white-box
-  attacks, different for transfer attacks, empty for no attack or realistic perturbations);
-- ``attack``: attack or perturbation name ("none" for clean inputs);
-- ``eps``: relative budget ε (0 for clean inputs, NaN where not applicable);
-- ``iteration``: gradient steps that produced the input (0 clean or random start, 1 FGSM, k for
-  iterate k of an iterative attack);
-- ``severity``: level of a realistic perturbation (NaN for adversarial attacks);
-- ``subject``, ``region`` (WT/TC/ET), ``dice``;
-- ``hd95`` (mm), ``nsd`` (at ``metrics.nsd_tolerance_mm``): NaN when not computed, which is on
-  the iterates of i-FGSM / ti-FGSM other than the one Table 1 reports (as SSIM: their cost);
-- ``psnr``, ``ssim``, ``rmse``, ``linf``, ``l2`` (relative), ``linf_abs``, ``l2_abs``
-  (absolute): NaN when not computed;
-- ``precision`` (fp32 or bf16) and ``kernel`` (:func:`segrobust.kernels.kernel_name`): what ran.
 """
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
-import pandas as pd
 
 from segrobust.labels import N_CLASSES, REGIONS
-
-RESULT_COLUMNS: list[str] = [
-    "model",
-    "seed",
-    "attack",
-    "eps",
-    "iteration",
-    "subject",
-    "region",
-    "dice",
-    "hd95",
-    "nsd",
-    "psnr",
-    "ssim",
-    "rmse",
-    "linf",
-    "l2",
-    "linf_abs",
-    "l2_abs",
-    "source_model",
-    "severity",
-    "precision",
-    "kernel",
-]
-QUALITY_KEYS: tuple[str, ...] = ("psnr", "ssim", "rmse", "linf", "l2", "linf_abs", "l2_abs")
-SURFACE_KEYS: tuple[str, ...] = ("hd95", "nsd")
 
 
 def dice(pred: np.ndarray, true: np.ndarray) -> float:
@@ -168,76 +123,3 @@ def image_quality(clean: np.ndarray, adv: np.ndarray, ssim: bool = True) -> dict
         "linf_abs": float(np.abs(delta).max()),
         "l2_abs": float(np.linalg.norm(delta.ravel())),
     }
-
-
-def result_rows(
-    *,
-    model: str,
-    attack: str,
-    subject: str,
-    dice: Mapping[str, float],
-    eps: float,
-    iteration: int,
-    quality: Mapping[str, float] | None = None,
-    surface: Mapping[str, Mapping[str, float]] | None = None,
-    source_model: str = "",
-    severity: float = math.nan,
-    seed: int = 0,
-    precision: str = "fp32",
-    kernel: str = "",
-) -> list[dict]:
-    """Rows of :data:`RESULT_COLUMNS` for one evaluated input: one per region in ``dice``.
-
-    ``surface`` maps regions to their ``hd95`` and ``nsd`` (:func:`segrobust.surface.
-    surface_regions`); without it (or for a region it lacks) they are NaN.
-    """
-    if not dice:
-        raise ValueError("dice must hold at least one region")
-    surface = dict(surface or {})
-    if surface.keys() - dice.keys():
-        raise ValueError(f"surface has regions {sorted(surface.keys() - dice.keys())} not in dice")
-    for values in surface.values():
-        if set(values) != set(SURFACE_KEYS):
-            raise ValueError(f"surface values must have keys {SURFACE_KEYS}, got {sorted(values)}")
-    if int(iteration) != iteration or iteration < 0:
-        raise ValueError(f"iteration must be an integer >= 0, got {iteration}")
-    quality = dict(quality or {})
-    unknown = quality.keys() - set(QUALITY_KEYS)
-    if unknown:
-        raise ValueError(f"unknown quality keys {sorted(unknown)}; expected {QUALITY_KEYS}")
-    shared = {
-        "model": model,
-        "seed": int(seed),
-        "precision": precision,
-        "kernel": kernel,
-        "source_model": source_model,
-        "attack": attack,
-        "eps": float(eps),
-        "iteration": int(iteration),
-        "severity": float(severity),
-        "subject": subject,
-        **{key: float(quality.get(key, math.nan)) for key in QUALITY_KEYS},
-    }
-    nan = dict.fromkeys(SURFACE_KEYS, math.nan)
-    return [
-        {**shared, "region": region, "dice": float(d)}
-        | {k: float(v) for k, v in surface.get(region, nan).items()}
-        for region, d in dice.items()
-    ]
-
-
-def results_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
-    """Long-format results table with exactly :data:`RESULT_COLUMNS`, in that order."""
-    rows = list(rows)
-    for row in rows:
-        unknown = row.keys() - set(RESULT_COLUMNS)
-        if unknown:
-            raise ValueError(f"row has columns outside RESULT_COLUMNS: {sorted(unknown)}")
-    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    missing = frame[["model", "attack", "subject", "region", "dice"]].isna().any()
-    if missing.any():
-        raise ValueError(f"rows lack required values in {missing[missing].index.tolist()}")
-    return frame.astype(
-        {"iteration": "int64", "seed": "int64"}
-        | dict.fromkeys(["eps", "severity", "dice", *SURFACE_KEYS, *QUALITY_KEYS], "float64")
-    )

@@ -27,8 +27,7 @@ from matplotlib.patches import Patch
 from segrobust.labels import MODALITIES, N_CLASSES, REGIONS, regions_present
 from segrobust.metrics import dice_regions
 from segrobust.plots import OKABE_ITO, new_figure, with_style
-from segrobust.statistics import CLEAN_ATTACK
-from segrobust.tables import attack_label, model_label
+from segrobust.results import attack_label, model_label
 
 # Network classes 1..3 (BraTS labels 1, 2, 4); class 0 (background) is left transparent.
 CLASS_COLOURS: dict[int, str] = {
@@ -264,7 +263,7 @@ def figure1(
         scores = dice_regions(pred, truth)
         top, bottom = axes[0, col], axes[1, col]
         _show(top, _axial(image, slice_index, axis), window)
-        top.set_title("No attack" if attack == CLEAN_ATTACK else attack_label(attack))
+        top.set_title(attack_label(attack))
         _show(bottom, _axial(image, slice_index, axis), window, _axial(pred, slice_index, axis))
         bottom.set_title(
             "Dice " + "/".join(scores) + "\n" + "/".join(f"{v:.2f}" for v in scores.values())

@@ -396,11 +396,9 @@ def declared_settings(entry: Mapping) -> tuple[dict, str]:
     return declared, f"{path} (nnU-Net normalises and slides its own windows)"
 
 
-def import_entry(entry: Mapping, out: str | os.PathLike) -> None:
-    """Write the result folder of ``entry`` as a segrobust checkpoint of :class:`NnunetModel`
-    (plans, fold weights and the checkpoint's mirroring axes as plain data)."""
-    from segrobust.model import save_model  # model imports architectures, which imports this
-
+def import_entry(entry: Mapping) -> tuple[nn.Module, dict]:
+    """The result folder of ``entry`` as an :class:`NnunetModel` (plans, fold weights and the
+    checkpoint's mirroring axes as plain data) and the extra its model file records."""
     folder, spec = _paths(entry)
     plans = _json(folder / "plans.json")
     dataset = _json(folder / "dataset.json")
@@ -449,4 +447,4 @@ def import_entry(entry: Mapping, out: str | os.PathLike) -> None:
         except RuntimeError as err:
             raise ValueError(f"{path} ({checkpoint.get('trainer_name')}) does not fit the plans' "
                              f"network: {err}") from err  # fmt: skip
-    save_model(model, out, {"external": str(folder), "folds": [str(p) for p in paths]})
+    return model, {"external": str(folder), "folds": [str(p) for p in paths]}

@@ -65,17 +65,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from segrobust.families import ARTEFACTS
+
 if TYPE_CHECKING:  # imported where used: only jobs that run these artefacts pay its import
     import torchio as tio
 
-PERTURBATIONS: tuple[str, ...] = (
-    "motion",
-    "ghosting",
-    "bias_field",
-    "spike",
-    "gaussian_noise",
-    "rician_noise",
-)
+PERTURBATIONS: tuple[str, ...] = tuple(ARTEFACTS)  # the realistic family's artefacts
 MAX_SEVERITY = 5
 BRATS_FOV_MM: tuple[float, float, float] = (240.0, 240.0, 155.0)
 

@@ -1,5 +1,6 @@
 """Curve and summary figures of the paper (Figs. 2-4, Supplemental Fig. 2) and the extra
-robustness figures; the slice montages (Figs. 1 and 5) are in :mod:`segrobust.montages`.
+robustness figures (strong attacks, realistic artefacts, each model's worst case); the slice
+montages (Figs. 1 and 5) are in :mod:`segrobust.montages`.
 
 Every quantitative figure reads the one long-format results table of
 :mod:`segrobust.metrics` (columns ``model, source_model, attack, eps, iteration, severity,
@@ -39,28 +40,37 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from scipy import stats
 
+from segrobust.families import ARTEFACTS, names, of, single_step_first
 from segrobust.fileio import atomic_path
-from segrobust.statistics import CLEAN_ATTACK, bootstrap_mean_ci
-from segrobust.tables import REGION_NAMES, attack_label, model_label, model_sort_key
+from segrobust.results import (
+    CLEAN,
+    REGION_LABELS,
+    attack_label,
+    final_rows,
+    model_label,
+    model_sort_key,
+    same_eps,
+)
+from segrobust.statistics import bootstrap_mean_ci
+from segrobust.worst_case import WORST as WORST_CASE
+from segrobust.worst_case import adversarial_rows, worst_case
 
 ErrorKind = Literal["boot95", "sd", "ci95"]
 ERROR_KINDS: tuple[str, ...] = ("boot95", "sd", "ci95")
 _ERROR_TEXT = {"boot95": "mean, bootstrap 95% CI", "sd": "mean ± sd", "ci95": "mean, t 95% CI"}
-N_BOOT = 2000  # bootstrap resamples of the subjects per plotted interval
 SEED_LINE = {"linewidth": 0.6, "alpha": 0.55, "marker": None}
 SEED_NOTE = "thin lines: individual training seeds"
 
 REGION_ORDER: tuple[str, ...] = ("WT", "TC", "ET")
-REALISTIC_KINDS: tuple[str, ...] = (
-    "motion",
-    "ghosting",
-    "bias_field",
-    "spike",
-    "gaussian_noise",
-    "rician_noise",
+REALISTIC_KINDS: tuple[str, ...] = tuple(ARTEFACTS)
+# strong, transfer and temperature-aware attacks: white-box ones (single-step, then iterative)
+# beside plain FGSM at one ε (the temperature-aware attack's reference), then transfer ones
+ROBUSTNESS_REFERENCE = "fgsm"
+ROBUSTNESS_ATTACKS: tuple[str, ...] = tuple(
+    sorted(single_step_first(names(robustness=True)), key=lambda a: of(a).kind == "transfer")
 )
-# plain FGSM (at a given ε) sits beside the temperature-aware attack on the same models
-ROBUSTNESS_ATTACKS: tuple[str, ...] = ("fgsm", "fgsm_T", "pgd", "segpgd", "transfer_fgsm")
+TRANSFER: tuple[str, ...] = tuple(names(kind="transfer"))
+ITERATES: tuple[str, ...] = tuple(names(iterates=True))  # i-FGSM, ti-FGSM: Fig. 2
 
 # Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO: dict[str, str] = {
@@ -189,16 +199,19 @@ def summarise(
     by: Sequence[str],
     metric: str = "dice",
     error: ErrorKind = "boot95",
-    seed: int = 0,
+    *,
+    n_boot: int,
+    seed: int,
 ) -> pd.DataFrame:
     """Mean, interval (``low``, ``high``) and subject count ``n`` of ``metric`` per group ``by``.
 
     Rows of one subject within a group (its region rows that repeat one input's PSNR, its
     training seeds) are averaged first, so ``n`` counts subjects. Non-finite values (the PSNR of
     an unperturbed input is inf) are dropped. ``error="boot95"``: percentile bootstrap 95% CI of
-    the mean (:func:`segrobust.statistics.bootstrap_mean_ci`, :data:`N_BOOT` resamples, seeded
-    per group from ``seed`` and the group's key); ``"sd"``: mean ± sample sd (ddof=1);
-    ``"ci95"``: t-based 95% CI of the mean. Groups with one subject get NaN bounds.
+    the mean (:func:`segrobust.statistics.bootstrap_mean_ci`, ``n_boot`` resamples, seeded per
+    group from ``seed`` and the group's key; the workflow passes ``statistics.n_boot`` and
+    ``seed``); ``"sd"``: mean ± sample sd (ddof=1); ``"ci95"``: t-based 95% CI of the mean.
+    Groups with one subject get NaN bounds.
     """
     _check_choice(error, ERROR_KINDS, "error")
     per_subject = _per_subject(df, by, metric)
@@ -207,7 +220,7 @@ def summarise(
     if error == "boot95":
         bounds = [
             bootstrap_mean_ci(
-                values.to_numpy(float), n_boot=N_BOOT, seed=[seed, zlib.crc32(repr(key).encode())]
+                values.to_numpy(float), n_boot=n_boot, seed=[seed, zlib.crc32(repr(key).encode())]
             )
             for key, values in grouped
         ]
@@ -307,26 +320,20 @@ def _single_eps(rows: pd.DataFrame, eps: float | None, what: str) -> float:
                 f"{what} has rows at several eps {present.tolist()}: pass eps to pick one"
             )
         return float(present[0])
-    if not np.isclose(present, eps).any():
+    if not same_eps(present, eps).any():
         raise ValueError(f"{what} has no rows at eps={eps:g} (present: {present.tolist()})")
     return float(eps)
 
 
 def _at_eps(rows: pd.DataFrame, eps: float) -> pd.DataFrame:
-    return rows[np.isclose(rows["eps"].to_numpy(float), eps)]
-
-
-def _final_iteration(rows: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Rows at the largest iteration within each group ``keys`` (an attack's final iterate)."""
-    last = rows.groupby(list(keys), dropna=False)["iteration"].transform("max")
-    return rows[rows["iteration"] == last]
+    return rows[same_eps(rows["eps"], eps)]
 
 
 def _clean_rows(df: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
-    rows = df[(df["attack"] == CLEAN_ATTACK) & df["model"].isin(models)]
+    rows = df[(df["attack"] == CLEAN) & df["model"].isin(models)]
     missing = [m for m in models if m not in set(rows["model"])]
     if missing:
-        raise ValueError(f"no clean ({CLEAN_ATTACK!r}) rows for models {missing}")
+        raise ValueError(f"no clean ({CLEAN!r}) rows for models {missing}")
     return rows
 
 
@@ -430,10 +437,12 @@ def figure2(
     df: pd.DataFrame,
     *,
     model: str = "baseline",
-    attacks: Sequence[str] = ("ifgsm", "tifgsm"),
+    attacks: Sequence[str] = ITERATES,
     eps: float | None = None,
     regions: Sequence[str] = REGION_ORDER,
     error: ErrorKind = "boot95",
+    n_boot: int,
+    seed: int,
     alphas: Mapping[str, float] | None = None,
 ) -> Figure:
     """Paper's Fig. 2: Dice vs number of iterations, one panel per attack, a line per region.
@@ -443,14 +452,15 @@ def figure2(
     sizes ``alphas`` (per attack) a dotted line marks the iteration where α·N reaches ε: later
     iterates stay on the ε ball's surface.
     """
-    summary, seeds = _iteration_summary(df, model, attacks, eps, "dice", error, by_region=True)
+    summary, seeds = _iteration_summary(df, model, attacks, eps, "dice", error, by_region=True,
+                                        n_boot=n_boot, seed=seed)  # fmt: skip
     _check_regions(summary, regions)
     fig = new_figure((FULL_WIDTH, 2.9))
     axes = fig.subplots(1, len(attacks), sharey=True, squeeze=False)[0]
     styles = {
         r: {"color": REGION_COLOURS.get(r), "marker": REGION_MARKERS.get(r, "o")} for r in regions
     }
-    labels = {r: f"{REGION_NAMES.get(r, r)} ({r})" for r in regions}
+    labels = {r: f"{REGION_LABELS.get(r, r)} ({r})" for r in regions}
     for ax, attack in zip(axes, attacks, strict=True):
         part = summary[summary["attack"] == attack]
         mine = None if seeds is None else seeds[seeds["attack"] == attack]
@@ -476,10 +486,12 @@ def supplementary_figure2(
     df: pd.DataFrame,
     *,
     model: str = "baseline",
-    attacks: Sequence[str] = ("ifgsm", "tifgsm"),
+    attacks: Sequence[str] = ITERATES,
     eps: float | None = None,
     metric: Literal["psnr", "ssim", "rmse"] = "psnr",
     error: ErrorKind = "boot95",
+    n_boot: int,
+    seed: int,
 ) -> Figure:
     """Supplemental Fig. 2: input quality (PSNR by default) vs iterations, a line per attack.
 
@@ -487,7 +499,8 @@ def supplementary_figure2(
     input itself (PSNR = inf) is not drawn.
     """
     _check_choice(metric, ("psnr", "ssim", "rmse"), "metric")
-    summary, seeds = _iteration_summary(df, model, attacks, eps, metric, error, by_region=False)
+    summary, seeds = _iteration_summary(df, model, attacks, eps, metric, error, by_region=False,
+                                        n_boot=n_boot, seed=seed)  # fmt: skip
     summary = summary[summary["iteration"] > 0]
     seeds = None if seeds is None else seeds[seeds["iteration"] > 0]
     if summary.empty:
@@ -523,6 +536,8 @@ def _iteration_summary(
     metric: str,
     error: ErrorKind,
     by_region: bool,
+    n_boot: int,
+    seed: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Summary over subjects per (attack, eps, iteration[, region]) of one model's iterates, and
     the per-seed means (None with one seed)."""
@@ -544,7 +559,8 @@ def _iteration_summary(
         frames.append(rows.assign(attack=attack, eps=e))
     by = ["attack", "eps", "iteration", *(["region"] if by_region else [])]
     data = pd.concat(frames)
-    return summarise(data, by, metric, error), seed_means(data, by, metric)
+    intervals = summarise(data, by, metric, error, n_boot=n_boot, seed=seed)
+    return intervals, seed_means(data, by, metric)
 
 
 @with_style
@@ -557,6 +573,8 @@ def dice_vs_eps(
     reference_model: str = "baseline",
     title: str = "",
     error: ErrorKind = "boot95",
+    n_boot: int,
+    seed: int,
 ) -> Figure:
     """Dice vs attack ε, one panel per region, a line per model (the paper's Figs. 3 and 4).
 
@@ -567,12 +585,12 @@ def dice_vs_eps(
     _check_models(df, models)
     _check_regions(df, regions)
     attacked = _white_box(_rows(df, attack, models))
-    attacked = _final_iteration(attacked[attacked["eps"] > 0], ["model", "eps"])
+    attacked = final_rows(attacked[attacked["eps"] > 0], ["model", "eps"])
     if attacked.empty:
         raise ValueError(f"no {attack!r} rows with eps > 0 for models {list(models)}")
     rows = pd.concat([_clean_rows(df, models).assign(eps=0.0), attacked])
     rows = rows[rows["region"].isin(regions)]
-    summary = summarise(rows, ["model", "eps", "region"], "dice", error)
+    summary = summarise(rows, ["model", "eps", "region"], "dice", error, n_boot=n_boot, seed=seed)
     seeds = seed_means(rows, ["model", "eps", "region"])
     styles = model_styles(df["model"].unique(), reference_model)
     labels = {m: model_label(m, reference_model) for m in models}
@@ -583,7 +601,7 @@ def dice_vs_eps(
         part = summary[summary["region"] == region]
         mine = None if seeds is None else seeds[seeds["region"] == region]
         _error_lines(ax, part, "eps", "model", order, styles, labels, 0.4, mine)
-        ax.set_title(f"({chr(97 + i)}) {REGION_NAMES.get(region, region)}")
+        ax.set_title(f"({chr(97 + i)}) {REGION_LABELS.get(region, region)}")
         ax.set_xlabel(EPS_LABEL.format(attack=attack_label(attack)))
         _set_dice_axis(ax)
     axes[0].set_ylabel(_metric_label("Dice", error, summary))
@@ -642,24 +660,26 @@ def robustness_figure(
     attack) one box per model (quartiles and median, whiskers at the range) with one point per
     subject (its Dice averaged over the training seeds) and the mean as a white diamond; one
     panel per region.
-    ``attacks=None`` takes those of :data:`ROBUSTNESS_ATTACKS` (and any ``transfer_*``) present,
-    plain FGSM only when ``eps`` picks one budget of its sweep.
-    Attacks named ``transfer_*`` use perturbations crafted on ``transfer_source`` (default: the
-    reference model); the others only perturbations crafted on the evaluated model. Iterative
+    ``attacks=None`` takes those of :data:`ROBUSTNESS_ATTACKS` present, after plain FGSM
+    (:data:`ROBUSTNESS_REFERENCE`) when ``eps`` picks one budget of its sweep.
+    Transfer attacks (:mod:`segrobust.families`) use perturbations crafted on
+    ``transfer_source`` (default: the reference model); the others only perturbations crafted
+    on the evaluated model. Iterative
     attacks are drawn at their final iterate; ``eps=None`` takes each attack's only ε. A model
     without rows for an attack leaves a gap.
     """
     _require_columns(df, ["model", "attack", "eps", "iteration", "subject", "region", "dice"])
     _check_regions(df, regions)
     if attacks is None:
-        present = list(df["attack"].unique())
-        attacks = [a for a in ROBUSTNESS_ATTACKS if a in present and (a != "fgsm" or eps)]
-        attacks += [a for a in present if a.startswith("transfer_") and a not in attacks]
-        if not set(attacks) - {"fgsm"}:
+        present = set(df["attack"])
+        attacks = [a for a in ROBUSTNESS_ATTACKS if a in present]
+        if not attacks:
             raise ValueError(
                 f"no strong, transfer or temperature-aware attack rows ({list(ROBUSTNESS_ATTACKS)})"
                 " in the results table"
             )
+        if eps and ROBUSTNESS_REFERENCE in present:
+            attacks = [ROBUSTNESS_REFERENCE, *attacks]
     models = ordered_models(df["model"].unique() if models is None else models, reference_model)
     _check_models(df, models)
     source = transfer_source or reference_model
@@ -670,7 +690,7 @@ def robustness_figure(
     for attack in attacks:
         rows = _rows(df, attack)
         rows = rows[rows["model"].isin(models)]
-        if attack.startswith("transfer_"):
+        if attack in TRANSFER:
             rows = rows[_source(rows) == source]
             where = f" crafted on {source!r}"
         else:
@@ -679,7 +699,7 @@ def robustness_figure(
         if rows.empty:
             raise ValueError(f"no {attack!r} rows{where} for models {models}")
         e = _single_eps(rows, eps, f"attack {attack!r}")
-        rows = _final_iteration(_at_eps(rows, e), ["model"])
+        rows = final_rows(_at_eps(rows, e), ["model"])
         label = attack_label(attack) + (
             f"\nfrom {model_label(source, reference_model)}" if where else ""
         )
@@ -712,7 +732,7 @@ def robustness_figure(
                     gid=f"subjects:{m}:{k}",
                 )  # fmt: skip
                 ax.plot(pos, v.mean(), gid=f"mean:{m}:{k}", **_MEAN_MARKER)
-        ax.set_title(f"{REGION_NAMES.get(region, region)} ({region})")
+        ax.set_title(f"{REGION_LABELS.get(region, region)} ({region})")
         n = _n_text(counts[counts["region"] == region])
         ax.set_ylabel(f"Dice per subject\n(mean over seeds;\n{n})")
         ax.grid(axis="x", visible=False)
@@ -771,6 +791,8 @@ def realistic_figure(
     models: Sequence[str] | None = None,
     reference_model: str = "baseline",
     error: ErrorKind = "boot95",
+    n_boot: int,
+    seed: int,
 ) -> Figure:
     """Dice vs severity of each realistic artefact: a row of panels per region, a panel per
     artefact.
@@ -801,7 +823,8 @@ def realistic_figure(
         frames.append(rows.assign(attack=kind))
     data = pd.concat(frames)
     data = data[data["region"].isin(regions)]
-    summary = summarise(data, ["region", "attack", "model", "severity"], "dice", error)
+    by = ["region", "attack", "model", "severity"]
+    summary = summarise(data, by, "dice", error, n_boot=n_boot, seed=seed)
     seeds = seed_means(data, ["region", "attack", "model", "severity"])
     styles = model_styles(df["model"].unique(), reference_model)
     labels = {m: model_label(m, reference_model) for m in models}
@@ -830,6 +853,55 @@ def realistic_figure(
         row[0].set_ylabel(_metric_label(f"Dice {region}", error, part))
     fig.suptitle("Realistic artefacts")
     _legend(fig, axes.flat[0], seeds=seeds is not None)
+    return fig
+
+
+@with_style
+def worst_case_figure(
+    df: pd.DataFrame, model: str, iterations: Mapping[str, int] | None = None
+) -> Figure:
+    """Dice vs ε of ``model``: one panel per region, a line per adversarial family and the
+    worst case (thick black), each the mean over subjects of Dice averaged over seeds; the
+    clean input at ε = 0 starts every line (:mod:`segrobust.worst_case`)."""
+    mine = df[df["model"] == model]
+    if mine.empty:
+        raise ValueError(f"model {model!r} not in the results table")
+    rows = adversarial_rows(mine, iterations)
+    worst = worst_case(mine, iterations).assign(attack=WORST_CASE)
+    clean = mine[mine["attack"] == CLEAN].groupby(["region", "subject"])["dice"].mean()
+    curves = pd.concat([rows, worst])
+    per_subject = curves.groupby(["attack", "region", "eps", "subject"])["dice"].mean()
+    means = per_subject.groupby(["attack", "region", "eps"]).mean()
+    regions = [r for r in REGION_ORDER if r in set(rows["region"])]
+    fig = new_figure((3.2 * len(regions), 3.4))
+    axes = fig.subplots(1, len(regions), sharey=True, squeeze=False)[0]
+    families = sorted(set(rows["attack"]))
+    for ax, region in zip(axes, regions, strict=True):
+        start = clean[region].mean() if region in clean.index.get_level_values(0) else np.nan
+        for attack in [*families, WORST_CASE]:
+            curve = means[attack][region] if (attack, region) in means.index.droplevel(2) else None
+            if curve is None:
+                continue
+            x, y = np.r_[0.0, curve.index.to_numpy()], np.r_[start, curve.to_numpy()]
+            style = ({"color": "black", "linewidth": 2.4, "zorder": 3} if attack == WORST_CASE
+                     else {"linewidth": 1.0, "marker": "o", "markersize": 3})  # fmt: skip
+            ax.plot(x, y, label=attack, **style)
+        ax.set_title(region)
+        ax.set_xscale("symlog", linthresh=0.01, linscale=0.5)  # the sweeps and ε = 0.5 both
+        ticks = [
+            t
+            for t in (0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
+            if t <= means.index.get_level_values("eps").max()
+        ]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xlabel("ε (fraction of max intensity)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Dice (mean over subjects)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5),
+               frameon=False)  # fmt: skip
+    fig.suptitle(f"{model}: worst case over attack families")
     return fig
 
 

@@ -31,7 +31,8 @@ import pandas as pd
 from segrobust.crossed import Components, crossed_test, mixed_model, two_level_bootstrap
 from segrobust.labels import REGIONS
 from segrobust.planner import MAX_SEEDS, power, seeds_needed
-from segrobust.statistics import adjust_pvalues, attack_selector, select
+from segrobust.results import CLEAN, attack_label, attack_selector, model_label, select
+from segrobust.statistics import adjust_pvalues
 
 # metric of the primary analysis -> the regions whose Dice it averages per subject
 PRIMARY_METRICS: dict[str, tuple[str, ...]] = {
@@ -258,7 +259,7 @@ def non_inferiority(
         raise ValueError(f"statistics.non_inferiority_margin must be in (0, 1), got {margin}")
     rows = []
     for model, reference in comparisons:
-        diff = paired_differences(df, model, reference, "none", 0.0, PRIMARY_METRICS[metric])[0]
+        diff = paired_differences(df, model, reference, CLEAN, 0.0, PRIMARY_METRICS[metric])[0]
         row = {"model": model, "reference": reference, "ni_margin": margin,
                "ni_delta": float(diff.to_numpy().mean()) if diff.size else np.nan,
                "ni_lower": np.nan, "ni_p": np.nan}  # fmt: skip
@@ -331,8 +332,6 @@ def _p(p: float) -> str:
 
 def primary_markdown(table: pd.DataFrame, alpha: float) -> str:
     """The primary table: Δ, CI, p, Holm p, verdict per defence, then the sensitivity checks."""
-    from segrobust.tables import model_label
-
     main = pd.DataFrame({
         "Defence": table["model"].map(model_label),
         "Seeds": table["seeds"], "Subjects": table["n_subjects"].map(str),
@@ -387,11 +386,9 @@ def primary_markdown(table: pd.DataFrame, alpha: float) -> str:
 
 def exploratory_markdown(table: pd.DataFrame) -> str:
     """The exploratory rows: per-seed means, Δ, CI, raw p and BH q."""
-    from segrobust.tables import attack_label, model_label
-
     shown = pd.DataFrame({
         "Model": table["model"].map(model_label),
-        "Attack": [attack_label(a) if e else "none" for a, e in
+        "Attack": [attack_label(a) if e else CLEAN for a, e in
                    zip(table["attack"], table["eps"], strict=True)],
         "ε": table["eps"].map("{:g}".format), "Region": table["region"],
         "Dice per seed": table["seed_means"], "Reference per seed": table["seed_means_ref"],

@@ -1,10 +1,9 @@
 """Paired statistics over the long results table: the tests behind Tables 1 and 2.
 
-Every function reads the one long-format results table (one row per model, attack, eps,
-iteration, subject and region, with columns ``dice``, ``psnr``, ``ssim``, ``rmse``, ...).
-A *selector* is a mapping ``{column: value}`` that picks one condition out of that table,
-e.g. ``{"model": "baseline", "attack": "fgsm", "eps": 0.05, "iteration": 1}``; float
-columns are matched with a tolerance so ``0.05`` and ``0.05000000001`` are one setting.
+Every function reads the one long-format results table (:mod:`segrobust.results`: one row per
+model, attack, eps, iteration, subject and region, with columns ``dice``, ``psnr``, ``ssim``,
+``rmse``, ...) through its *selectors*, mappings ``{column: value}`` that pick one condition,
+e.g. ``{"model": "baseline", "attack": "fgsm", "eps": 0.05, "iteration": 1}``.
 
 The paper compares Dice between two conditions of the same test subjects with two-sided
 Wilcoxon signed-rank tests and a Bonferroni correction (Tables 1 and 2). Here each test
@@ -15,7 +14,7 @@ explicitly named families of tests. The tables themselves are built in
 """
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,7 +23,8 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-Selector = Mapping[str, Any]
+from segrobust.results import Selector, is_real, select
+
 Correction = Literal["bonferroni", "holm"]
 ZeroMethod = Literal["wilcox", "pratt", "zsplit"]
 CiMethod = Literal["percentile", "basic", "bca"]
@@ -33,7 +33,6 @@ CORRECTIONS = ("bonferroni", "holm")
 ADJUSTMENTS = (*CORRECTIONS, "fdr_bh")  # adjust_pvalues also gives Benjamini–Hochberg q
 ZERO_METHODS = ("wilcox", "pratt", "zsplit")
 CI_METHODS = ("percentile", "basic", "bca")
-CLEAN_ATTACK = "none"
 RESULT_COLUMNS = [
     "region",
     "condition",
@@ -67,22 +66,7 @@ RESULT_COLUMNS = [
 
 def selector_label(where: Selector) -> str:
     """Readable label of a selector, e.g. ``"model=baseline, attack=fgsm, eps=0.05"``."""
-    return ", ".join(f"{k}={v:g}" if _is_real(v) else f"{k}={v}" for k, v in where.items())
-
-
-def select(df: pd.DataFrame, where: Selector) -> pd.DataFrame:
-    """Rows of ``df`` matching every ``column: value`` of ``where`` (floats with a tolerance)."""
-    unknown = sorted(set(where) - set(df.columns))
-    if unknown:
-        raise ValueError(f"selector {dict(where)} names columns not in the table: {unknown}")
-    mask = np.ones(len(df), dtype=bool)
-    for col, value in where.items():
-        column = df[col]
-        if _is_real(value) and pd.api.types.is_numeric_dtype(column):
-            mask &= np.isclose(column.to_numpy(float), float(value), rtol=1e-9, atol=1e-12)
-        else:
-            mask &= (column == value).to_numpy()
-    return df[mask]
+    return ", ".join(f"{k}={v:g}" if is_real(v) else f"{k}={v}" for k, v in where.items())
 
 
 def per_subject(df: pd.DataFrame, where: Selector, region: str, metric: str) -> pd.Series:
@@ -484,44 +468,11 @@ def _pair(
     return paired["ref"].to_numpy(), paired["cond"].to_numpy(), n_missing, notes
 
 
-# --------------------------------------------------------------------------- conditions
-
-
-def final_iteration(df: pd.DataFrame, where: Selector) -> int:
-    """Largest ``iteration`` among the rows matching ``where`` (the attack's final step)."""
-    rows = select(df, where)
-    if rows.empty:
-        raise ValueError(f"selector {dict(where)} matches no rows of the table")
-    return int(rows["iteration"].max())
-
-
-def attack_selector(
-    df: pd.DataFrame, model: str, attack: str, eps: float, iteration: int | None = None
-) -> dict[str, Any]:
-    """Selector of one model under one white-box attack setting; ``eps == 0`` is the clean input.
-
-    ``iteration=None`` picks the attack's final iteration at that ``eps``. When the table has a
-    ``source_model`` column, attacked rows are restricted to perturbations crafted on ``model``
-    itself (transfer attacks excluded).
-    """
-    if eps == 0 or attack == CLEAN_ATTACK:
-        return {"model": model, "attack": CLEAN_ATTACK, "eps": 0.0, "iteration": 0}
-    where = {"model": model, "attack": attack, "eps": float(eps)}
-    if "source_model" in df.columns:
-        where["source_model"] = model
-    it = final_iteration(df, where) if iteration is None else int(iteration)
-    return where | {"iteration": it}
-
-
 # --------------------------------------------------------------------------- validation
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
 def _fmt_value(value: Any) -> str:
-    return f"{value:g}" if _is_real(value) else str(value)
+    return f"{value:g}" if is_real(value) else str(value)
 
 
 def _check_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:

@@ -4,12 +4,11 @@ import numpy as np
 import pandas as pd
 
 from segrobust.crossed import Components
-from segrobust.kernels import cpu_model
 from segrobust.labels import REGIONS
+from segrobust.models.device import cpu_model
 from segrobust.planner import MAX_SEEDS, plan
-from segrobust.tables import attack_label, model_label, model_sort_key
+from segrobust.results import CLEAN, attack_label, model_label, model_sort_key, same_eps
 
-CLEAN = "none"
 # The paper's undefended network on BraTS 2017 (Liu et al., Table 2: mean Dice at FGSM ε = 0,
 # 0.05, 0.1; Table 1: input PSNR and SSIM of FGSM at ε = 0.05), for scale, not as a target.
 PAPER_BASELINE_DICE = {
@@ -142,11 +141,12 @@ def paper_comparison(
     """Lines comparing the undefended model's relative Dice drop under white-box FGSM at
     ``fgsm_eps`` (mean over seeds) and the perturbation's input PSNR/SSIM with the paper's,
     when the paper reports that ε; empty otherwise."""
-    if not any(abs(fgsm_eps - e) < 1e-9 for e in PAPER_BASELINE_DICE["WT"]) or fgsm_eps == 0:
+    reported = [e for e in PAPER_BASELINE_DICE["WT"] if e and same_eps(fgsm_eps, e)]
+    if not reported:
         return []
-    eps = next(e for e in PAPER_BASELINE_DICE["WT"] if abs(fgsm_eps - e) < 1e-9)
+    eps = reported[0]
     rows = results[results["model"] == reference_model]
-    attacked = rows[(rows["attack"] == "fgsm") & ((rows["eps"] - eps).abs() < 1e-9)
+    attacked = rows[(rows["attack"] == "fgsm") & same_eps(rows["eps"], eps)
                     & (rows["source_model"] == reference_model)]  # fmt: skip
     if attacked.empty:
         return []
@@ -199,7 +199,7 @@ def run_summary(
     white_box = results["source_model"] == results["model"]
     fgsm = seed_table(
         results,
-        (results["attack"] == "fgsm") & white_box & ((results["eps"] - fgsm_eps).abs() < 1e-9),
+        (results["attack"] == "fgsm") & white_box & same_eps(results["eps"], fgsm_eps),
     )
     lines = [
         "# Summary of this run",

@@ -4,10 +4,9 @@
 out one numeric frame (for CSV) and one display frame (mean ± sd cells with ↑* / ↓* where the
 corrected test is significant, raw / adjusted p columns) with a caption saying how every number
 was computed; :func:`write_table` renders them as CSV, Markdown, HTML and LaTeX. The display
-names of attacks, models and regions used by the tables, figures and summary live here too.
+names of attacks, models and regions are those of :mod:`segrobust.results`.
 """
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,36 +16,27 @@ import numpy as np
 import pandas as pd
 
 from segrobust.fileio import atomic_path, write_document
-from segrobust.statistics import (
-    CLEAN_ATTACK,
-    Comparison,
-    Correction,
+from segrobust.results import (
+    CLEAN,
+    REGION_LABELS,
     Selector,
-    ZeroMethod,
-    against,
+    attack_label,
     attack_selector,
-    paired_tests,
-    per_subject,
+    attack_sort_key,
+    model_label,
+    model_sort_key,
+    same_eps,
     select,
 )
+from segrobust.statistics import (
+    Comparison,
+    Correction,
+    ZeroMethod,
+    against,
+    paired_tests,
+    per_subject,
+)
 
-ATTACK_NAMES = {
-    "none": "No attack",
-    "fgsm": "FGSM",
-    "ifgsm": "i-FGSM",
-    "tifgsm": "ti-FGSM",
-    "pgd": "PGD",
-    "segpgd": "SegPGD",
-    "fgsm_T": "T-aware FGSM",
-    "transfer_fgsm": "Transfer FGSM",
-    "motion": "Motion",
-    "ghosting": "Ghosting",
-    "bias_field": "Bias field",
-    "spike": "Spike",
-    "gaussian_noise": "Gaussian noise",
-    "rician_noise": "Rician noise",
-}
-REGION_NAMES = {"WT": "Whole Tumor", "TC": "Tumor Core", "ET": "Enhancing Tumor"}
 QUALITY_DECIMALS = {"psnr": 2, "ssim": 3, "rmse": 3}
 DICE_DECIMALS = 3
 LATEX_SYMBOLS = {
@@ -87,49 +77,6 @@ def format_mean_sd(
 def format_p_pair(p: float, p_adj: float) -> str:
     """Raw and adjusted p side by side: ``"0.0123 / 0.1845"``."""
     return f"{format_p(p)} / {format_p(p_adj)}"
-
-
-def attack_label(attack: str) -> str:
-    """Display name of an attack key (``"ifgsm"`` → ``"i-FGSM"``)."""
-    return ATTACK_NAMES.get(attack, attack.upper())
-
-
-def model_label(model: str, reference_model: str = "baseline") -> str:
-    """Display name of a model key in the paper's wording.
-
-    ``baseline`` → ``No Defense``, ``distill_T20`` → ``Distillation (T=20)``,
-    ``adv_eps0.05`` → ``Adversarial Training (ε=0.05)``, ``pgdadv_eps0.05`` → ``PGD Adversarial
-    Training (ε=0.05)``, ``noise`` → ``Noise augmentation``; other keys are returned unchanged.
-    """
-    if model == reference_model:
-        return "No Defense"
-    if m := re.fullmatch(r"distill_T(.+)", model):
-        return f"Distillation (T={m[1]})"
-    if m := re.fullmatch(r"adv_eps(.+)", model):
-        return f"Adversarial Training (ε={m[1]})"
-    if m := re.fullmatch(r"pgdadv_eps(.+)", model):
-        return f"PGD Adversarial Training (ε={m[1]})"
-    if m := re.fullmatch(r"noise_?(.*)", model):
-        return "Noise augmentation" + (f" ({m[1]})" if m[1] else "")
-    return model
-
-
-def model_sort_key(model: str) -> tuple[int, float, str]:
-    """Order of defences in Table 2: distillation by T, adversarial training (FGSM, then PGD)
-    by ε, noise, rest."""
-    patterns = (r"distill_T(.+)", r"adv_eps(.+)", r"pgdadv_eps(.+)", r"noise_?(.*)")
-    for rank, pattern in enumerate(patterns):
-        if m := re.fullmatch(pattern, model):
-            try:
-                return rank, float(m[1] or 0), model
-            except ValueError:
-                return rank, np.inf, model
-    return len(patterns), 0.0, model
-
-
-def _attack_sort_key(attack: str) -> tuple[int, str]:
-    order = list(ATTACK_NAMES)
-    return (order.index(attack) if attack in order else len(order), attack)
 
 
 # --------------------------------------------------------------------------- tables
@@ -174,17 +121,17 @@ def table1(
     if model_rows.empty:
         raise ValueError(f"model {model!r} not in the table")
     if rows is None:
-        attacked = model_rows[(model_rows["attack"] != CLEAN_ATTACK) & (model_rows["eps"] > 0)]
+        attacked = model_rows[(model_rows["attack"] != CLEAN) & (model_rows["eps"] > 0)]
         if "source_model" in df.columns:
             attacked = attacked[attacked["source_model"] == model]
         pairs = attacked[["attack", "eps"]].drop_duplicates()
-        pairs = sorted(pairs.itertuples(index=False), key=lambda r: (_attack_sort_key(r[0]), r[1]))
+        pairs = sorted(pairs.itertuples(index=False), key=lambda r: (attack_sort_key(r[0]), r[1]))
         rows = [(a, float(e), None) for a, e in pairs]
-    if any(a == CLEAN_ATTACK or e == 0 for a, e, _ in rows):
+    if any(a == CLEAN or e == 0 for a, e, _ in rows):
         raise ValueError("rows must not contain the clean input: 'No attack' is always row 1")
     if not rows:
         raise ValueError(f"model {model!r} has no attacked rows")
-    reference = attack_selector(df, model, CLEAN_ATTACK, 0.0)
+    reference = attack_selector(df, model, CLEAN, 0.0)
     selectors = [attack_selector(df, model, a, e, it) for a, e, it in rows]
     labels = _row_labels(selectors)
     tests = paired_tests(
@@ -303,7 +250,7 @@ def table2(
     for region in regions:
         for i, m in enumerate([reference_model, *models]):
             num = {"region": region, "model": m, "model_label": names[m]}
-            disp = {"Segmentation Type": REGION_NAMES.get(region, region) if i == 0 else ""}
+            disp = {"Segmentation Type": REGION_LABELS.get(region, region) if i == 0 else ""}
             disp["Defense Type"] = names[m]
             pcells = {}
             for e in eps:
@@ -360,11 +307,11 @@ def _row_labels(selectors: Sequence[Selector]) -> list[str]:
     labels = []
     for s in selectors:
         same_attack = [t for t in selectors if t["attack"] == s["attack"]]
-        same_eps = [t for t in same_attack if np.isclose(t["eps"], s["eps"])]
+        at_eps = [t for t in same_attack if same_eps(t["eps"], s["eps"])]
         parts = []
         if len({t["eps"] for t in same_attack}) > 1:
             parts.append(f"ε={s['eps']:g}")
-        if len({t["iteration"] for t in same_eps}) > 1:
+        if len({t["iteration"] for t in at_eps}) > 1:
             parts.append(f"{s['iteration']} it.")
         labels.append(attack_label(s["attack"]) + (f" ({', '.join(parts)})" if parts else ""))
     if len(set(labels)) != len(labels):

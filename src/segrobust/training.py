@@ -41,22 +41,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from segrobust import architectures
 from segrobust.data import Volume, open_volume
 from segrobust.fileio import atomic_path
-from segrobust.kernels import CONV_KERNELS, provenance, set_conv_kernel
 from segrobust.labels import REGIONS
 from segrobust.losses import LOSS_VARIANTS, segmentation_loss
 from segrobust.metrics import dice_regions
-from segrobust.model import (
-    AMP_MODES,
-    autocast,
-    load_model,
-    predict_classes,
-    save_model,
-    select_device,
-    use_amp,
-)
+from segrobust.models import registry
+from segrobust.models.checkpoints import load_model, save_model
+from segrobust.models.device import AMP_MODES, autocast, predict_classes, select_device, use_amp
+from segrobust.models.kernels import CONV_KERNELS, provenance
 from segrobust.stopping import (
     should_stop,
     stopping_line,
@@ -121,8 +114,8 @@ class TrainSettings:
     ``patience`` is set): the stopping rule, ``epochs`` then being the maximum (module docstring).
     ``amp``: "auto" = bf16 autocast on CUDA and on CPUs with native bf16, else float32; "on" =
     bf16 everywhere; "off". ``conv_kernel``: what runs float32 CPU convolutions
-    (:mod:`segrobust.kernels`). ``architecture``: the network, ``{name, kwargs}``
-    (:func:`segrobust.architectures.build`).
+    (:mod:`segrobust.models.kernels`). ``architecture``: the network, ``{name, kwargs}``
+    (:func:`segrobust.models.registry.build`).
     """
 
     strategy: str
@@ -147,7 +140,7 @@ class TrainSettings:
     amp: str = "auto"
     conv_kernel: str = "onednn"
     architecture: Mapping[str, Any] = field(
-        default_factory=lambda: {"name": architectures.DEFAULT, "kwargs": {}}
+        default_factory=lambda: {"name": registry.DEFAULT, "kwargs": {}}
     )
 
     def __post_init__(self) -> None:
@@ -185,7 +178,7 @@ class TrainSettings:
         arch = self.architecture
         if not isinstance(arch, Mapping) or set(arch) != {"name", "kwargs"}:
             _invalid("architecture", arch, "must be a mapping {name, kwargs}")
-        _check_choice("architecture name", arch["name"], architectures.NAMES)
+        _check_choice("architecture name", arch["name"], registry.NAMES)
 
     def _check_pgd(self) -> None:
         pgd = self.strategy == "pgd_adversarial"
@@ -524,8 +517,8 @@ def train(
 
     Trains until the stopping rule of ``settings`` (module docstring) stops it. Writes
     ``log_csv`` (:data:`LOG_COLUMNS`, one row per epoch) and ``checkpoint`` after every epoch,
-    then ``model_out`` via :func:`segrobust.model.save_model` with the weights the rule keeps and
-    extra = {"settings", "teacher", "evaluation_temperature": 1.0, "log", "stopping"
+    then ``model_out`` via :func:`segrobust.models.checkpoints.save_model` with the weights the
+    rule keeps and extra = {"settings", "teacher", "evaluation_temperature": 1.0, "log", "stopping"
     (:func:`segrobust.stopping.stopping_record`)}. The final checkpoint is kept (the caller
     deletes it once the model is safely recorded): a job killed after that point resumes at its
     last epoch and only writes the model again. A checkpoint of other settings, data or teacher
@@ -545,10 +538,9 @@ def train(
 
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(_torch_seed(_seed_sequence(settings.seed, _INIT_STREAM)))
-        model = architectures.build(**settings.architecture,
-                                    input_shape=train_volumes[0].image.shape[1:])  # fmt: skip
+        model = registry.build(**settings.architecture, conv_kernel=settings.conv_kernel,
+                               input_shape=train_volumes[0].image.shape[1:])  # fmt: skip
         model = model.to(device, memory_format=torch.channels_last_3d if cuda else None)
-        set_conv_kernel(model, settings.conv_kernel)
         optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
         start, log, best_weights = _restore(checkpoint, fingerprint, model, optimizer)
         state = stopping_state([row["val_dice_mean"] for row in log], settings.min_delta)

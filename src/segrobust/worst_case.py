@@ -4,40 +4,34 @@ A defence is only as robust as the strongest attack against it (Carlini et al. 2
 that resists FGSM but not PGD, or white-box attacks but not a transfer attack (masked
 gradients), is not robust. Per (model, seed, subject, region, ε) the worst case is the minimum
 Dice over the adversarial families evaluated at that ε — white-box and transfer, not the
-realistic artefacts nor the random-sign control — each iterative attack at one iterate (the
+realistic artefacts nor the random-sign control (:mod:`segrobust.families`) — each iterative
+attack at one iterate (the
 Table 1 iterate for i-FGSM / ti-FGSM, ``iterations``; the final one otherwise). The number of
 families differs between budgets (the FGSM sweeps cover many ε, the iterative attacks one), so
 every row says which families it took the minimum over.
 """
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from segrobust.fileio import atomic_path
+from segrobust.families import names
+from segrobust.labels import REGIONS as _REGIONS
+from segrobust.results import eps_key, final_rows
 
-NOT_ADVERSARIAL = ("none", "random_sign")
-REGIONS = ("WT", "TC", "ET")
+ADVERSARIAL: tuple[str, ...] = tuple(names(adversarial=True))
+REGIONS: tuple[str, ...] = tuple(_REGIONS)
 WORST = "worst case"
 
 
 def adversarial_rows(df: pd.DataFrame, iterations: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """Adversarial rows of ``df`` (finite ε > 0, no severity, not :data:`NOT_ADVERSARIAL`),
-    each (model, seed, attack, source, ε) at iteration ``iterations[attack]`` or its last."""
+    """Rows of ``df`` of the :data:`ADVERSARIAL` families at a finite ε > 0, each (model, seed,
+    attack, source, ε) at iteration ``iterations[attack]`` or its last."""
     iterations = dict(iterations or {})
-    rows = df[
-        ~df["attack"].isin(NOT_ADVERSARIAL) & np.isfinite(df["eps"]) & (df["eps"] > 0)
-        & (df["severity"].isna() if "severity" in df.columns else True)
-    ]  # fmt: skip
-    rows = rows.assign(eps=rows["eps"].round(9))
-    keys = ["model", "seed", "attack", "source_model", "eps"]
-    last = rows.groupby(keys, dropna=False)["iteration"].transform("max")
-    wanted = rows["attack"].map(iterations).fillna(last)
-    picked = rows[rows["iteration"] == wanted]
+    rows = df[df["attack"].isin(ADVERSARIAL) & np.isfinite(df["eps"]) & (df["eps"] > 0)]
+    rows = rows.assign(eps=eps_key(rows["eps"]))
+    picked = final_rows(rows, ["model", "seed", "attack", "source_model", "eps"], iterations)
     lost = set(rows.loc[rows["attack"].isin(iterations), "attack"]) - set(picked["attack"])
     if lost:
         raise ValueError(f"no rows at the requested iteration for {sorted(lost)}: {iterations}")
@@ -115,59 +109,3 @@ def worst_case_markdown(table: pd.DataFrame) -> str:
     lines += ["", "## Families compared", "",
               fams[["model", "eps", "families"]].to_markdown(index=False)]  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def worst_case_figure(
-    df: pd.DataFrame, model: str, iterations: Mapping[str, int] | None = None
-) -> Figure:
-    """Dice vs ε of ``model``: one panel per region, a line per adversarial family and the
-    worst case (thick black), each the mean over subjects of Dice averaged over seeds; the
-    clean input at ε = 0 starts every line."""
-    mine = df[df["model"] == model]
-    if mine.empty:
-        raise ValueError(f"model {model!r} not in the results table")
-    rows = adversarial_rows(mine, iterations)
-    worst = worst_case(mine, iterations).assign(attack=WORST)
-    clean = mine[mine["attack"] == "none"].groupby(["region", "subject"])["dice"].mean()
-    curves = pd.concat([rows, worst])
-    per_subject = curves.groupby(["attack", "region", "eps", "subject"])["dice"].mean()
-    means = per_subject.groupby(["attack", "region", "eps"]).mean()
-    regions = [r for r in REGIONS if r in set(rows["region"])]
-    fig = Figure(figsize=(3.2 * len(regions), 3.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(regions), sharey=True, squeeze=False)[0]
-    families = sorted(set(rows["attack"]))
-    for ax, region in zip(axes, regions, strict=True):
-        start = clean[region].mean() if region in clean.index.get_level_values(0) else np.nan
-        for attack in [*families, WORST]:
-            curve = means[attack][region] if (attack, region) in means.index.droplevel(2) else None
-            if curve is None:
-                continue
-            x, y = np.r_[0.0, curve.index.to_numpy()], np.r_[start, curve.to_numpy()]
-            style = ({"color": "black", "linewidth": 2.4, "zorder": 3} if attack == WORST
-                     else {"linewidth": 1.0, "marker": "o", "markersize": 3})  # fmt: skip
-            ax.plot(x, y, label=attack, **style)
-        ax.set_title(region)
-        ax.set_xscale("symlog", linthresh=0.01, linscale=0.5)  # the sweeps and ε = 0.5 both
-        ticks = [
-            t
-            for t in (0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
-            if t <= means.index.get_level_values("eps").max()
-        ]
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.set_xlabel("ε (fraction of max intensity)")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("Dice (mean over subjects)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 5),
-               frameon=False)  # fmt: skip
-    fig.suptitle(f"{model}: worst case over attack families")
-    return fig
-
-
-def save_figure(fig: Figure, png: str | Path, pdf: str | Path, dpi: int = 200) -> None:
-    """Write ``fig`` as PNG and PDF (no creation date: same figure, same file), atomically."""
-    for path, meta in ((png, {}), (pdf, {"CreationDate": None})):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, metadata=meta, format=Path(path).suffix[1:])

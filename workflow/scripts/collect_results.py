@@ -4,7 +4,7 @@ import pandas as pd
 
 from segrobust.fileio import atomic_path
 from segrobust.logs import log_to_file
-from segrobust.metrics import results_frame
+from segrobust.results import results_frame
 
 log = log_to_file(snakemake.log[0])
 tables = [pd.read_csv(path, keep_default_na=False, na_values=[""]) for path in snakemake.input]

@@ -8,9 +8,10 @@ from segrobust.data import read_split
 from segrobust.evaluation import evaluate_clean
 from segrobust.fileio import atomic_path
 from segrobust.inference import wrap
-from segrobust.kernels import provenance
 from segrobust.logs import log_to_file
-from segrobust.model import evaluation_amp, load_model, select_device
+from segrobust.models.checkpoints import load_model
+from segrobust.models.device import evaluation_amp, select_device
+from segrobust.models.kernels import provenance
 
 log = log_to_file(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)

@@ -2,8 +2,8 @@
 
 import time
 
+from segrobust.cohort import write_cohort
 from segrobust.logs import log_to_file
-from segrobust.synthetic import write_cohort
 
 log = log_to_file(snakemake.log[0])
 settings = snakemake.params.settings

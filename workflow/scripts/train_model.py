@@ -6,7 +6,7 @@ import torch
 
 from segrobust.data import read_split
 from segrobust.logs import log_to_file
-from segrobust.model import select_device
+from segrobust.models.device import select_device
 from segrobust.training import train
 
 log = log_to_file(snakemake.log[0])

@@ -13,18 +13,11 @@ supplement's "convolution, instance normalization, and Leaky ReLU" blocks and th
 implementation it describes; Isensee's own code puts norm → LeakyReLU before the conv).
 """
 
-import os
-import zipfile
-from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segrobust.fileio import atomic_path
-from segrobust.kernels import set_conv_kernel
-
+NAME = "UNet3D"  # its key in segrobust.models.registry and in checkpoints
 N_SEGMENTATION_LEVELS = 3
 
 
@@ -76,6 +69,8 @@ def localisation_module(channels: int) -> nn.Sequential:
 class UNet3D(nn.Module):
     """Isensee 2017 3D UNet returning logits (B, n_classes, D, H, W); no softmax inside."""
 
+    __jit_unused_properties__ = ["architecture"]  # plain data: torch.jit.script skips it
+
     def __init__(
         self,
         in_channels: int = 4,
@@ -116,6 +111,11 @@ class UNet3D(nn.Module):
         self.segmentation = nn.ModuleList(
             nn.Conv3d(f, n_classes, 1) for f in decoder_filters[-N_SEGMENTATION_LEVELS:]
         )
+
+    @property
+    def architecture(self) -> dict:
+        """``{"name", "kwargs"}`` that rebuilds this network (segrobust.models.registry)."""
+        return {"name": NAME, "kwargs": dict(self.arch)}
 
     @torch.jit.unused  # plain Python; a scripted UNet3D skips it (see forward)
     def check_input(self, x: Tensor) -> None:
@@ -160,133 +160,3 @@ class UNet3D(nn.Module):
             out = seg if out is None else seg + F.interpolate(out, scale_factor=2.0)
         assert out is not None  # at least one segmentation layer (depth >= 2)
         return out
-
-
-def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> None:
-    """Atomically save architecture record, weights and ``extra`` (plain Python values)."""
-    from segrobust.architectures import record  # that module imports this one
-
-    checkpoint = {"arch": record(model), "state_dict": model.state_dict(), "extra": extra or {}}
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
-
-
-def is_torchscript(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a TorchScript archive (torch.jit.save) rather than a torch.save file."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
-
-
-def load_model(
-    path: str | os.PathLike,
-    map_location: str | torch.device = "cpu",
-    conv_kernel: str = "onednn",
-) -> tuple[nn.Module, dict]:
-    """Load a checkpoint written by :func:`save_model`; return (model in eval mode, extra).
-
-    A TorchScript archive (an external model) loads with ``torch.jit.load`` and extra = {}:
-    neither way executes pickled Python code. ``conv_kernel``: what runs the float32 CPU
-    convolutions of a rebuilt network (:mod:`segrobust.kernels`).
-    """
-    from segrobust.architectures import build  # that module imports this one
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model checkpoint not found: {path}")
-    try:
-        if is_torchscript(path):
-            return torch.jit.load(path, map_location=map_location).eval(), {}
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for truncated or foreign files
-        raise ValueError(
-            f"cannot read model checkpoint {path}: corrupt, truncated or not a torch file "
-            f"({type(err).__name__})"
-        ) from err
-    if not isinstance(checkpoint, dict) or not {"arch", "state_dict", "extra"} <= checkpoint.keys():
-        raise ValueError(
-            f"{path} is not a segrobust model checkpoint (keys arch, state_dict, extra)"
-        )
-    arch = checkpoint["arch"]
-    if not isinstance(arch, dict) or not {"name", "kwargs"} <= arch.keys():
-        raise ValueError(f"{path}: arch must record the architecture's name and kwargs")
-    try:
-        model = build(arch["name"], arch["kwargs"])
-        model.load_state_dict(checkpoint["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"checkpoint {path} does not match its architecture: {err}") from err
-    return set_conv_kernel(model.to(map_location).eval(), conv_kernel), checkpoint["extra"]
-
-
-def select_device(prefer: str = "auto") -> torch.device:
-    """Pick "auto" (CUDA if available, else CPU), "cpu" or "cuda" (ValueError if unavailable)."""
-    if prefer not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {prefer!r}")
-    if prefer == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
-    if prefer == "auto":
-        prefer = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(prefer)
-
-
-def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
-    """bf16 autocast on ``device`` when ``enabled``, else a no-op context (see :func:`use_amp`)."""
-    if not enabled:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-AMP_MODES: tuple[str, ...] = ("auto", "on", "off")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16; every AMX CPU has it too).
-
-    Not ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``: that is true on any AVX-512 CPU
-    (AVX512BW/VL/DQ, e.g. Skylake-SP), where oneDNN emulates bf16, slower than float32.
-    """
-    return torch.backends.mkldnn.is_available() and torch.cpu._is_avx512_bf16_supported()
-
-
-def use_amp(mode: str, device: torch.device) -> bool:
-    """Whether to autocast to bf16: "auto" on CUDA and on CPUs with native bf16, "on"
-    everywhere, "off" never."""
-    if mode not in AMP_MODES:
-        raise ValueError(f"amp must be one of {AMP_MODES}, got {mode!r}")
-    native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-    return mode == "on" or (mode == "auto" and native)
-
-
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
-
-
-def evaluation_amp(precision: str, device: torch.device) -> bool:
-    """Whether evaluation and attacks autocast to bf16 (config ``attacks.precision``): "fp32"
-    never, "bf16" always, "auto" as training's ``amp: auto``. Separate from training because
-    attacks are only as good as their gradients."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"attacks.precision must be one of {PRECISIONS}, got {precision!r}")
-    return use_amp({"fp32": "off", "bf16": "on", "auto": "auto"}[precision], device)
-
-
-def model_device(model: nn.Module, default: torch.device) -> torch.device:
-    """The device of ``model``'s first parameter or buffer; ``default`` when it has none (a
-    frozen TorchScript module keeps its weights as constants)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return default
-
-
-@torch.no_grad()  # not inference_mode: see segrobust.attacks.forward_only
-def predict_classes(model: nn.Module, image: Tensor) -> Tensor:
-    """Argmax class map (B, D, H, W) uint8 of ``image``, with dropout off (eval mode).
-
-    No temperature argument: dividing logits by T > 0 never changes the argmax.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        return model(image.to(model_device(model, image.device))).argmax(dim=1).to(torch.uint8)
-    finally:
-        model.train(was_training)
