@@ -475,8 +475,10 @@ def rules_with_changed_params(workdir: Path, config: Path, env: dict[str, str]) 
 @pytest.mark.parametrize(
     ("module", "rules"),
     [
-        # kernels runs every float32 CPU convolution and its gradients; the registry imports it
-        ("models/kernels", {"train_model", "evaluate_clean", "attack", "audit_gradients"}),
+        # kernels runs every float32 CPU convolution and its gradients; the registry imports it,
+        # and so does the figure script (through evaluation, for Fig. 5's saved examples)
+        ("models/kernels", {"train_model", "evaluate_clean", "attack", "audit_gradients",
+                            "figure"}),
         ("plots", {"figure", "worst_case_figure"}),
         ("replicates", {"replicates"}),
     ],
