@@ -49,7 +49,7 @@ _JITTER = (0.05, 0.08)
 _WT_FRACTION = (0.06, 0.15)  # whole tumour / brain volume
 _CORE_FRACTION = {"HGG": (0.40, 0.70), "LGG": (0.30, 0.60)}  # core / whole tumour
 _RIM = (0.16, 0.24)  # enhancing rim thickness, normalised units (HGG)
-_MIN_NECROSIS = (0.10, 0.30)  # lowest necrosis / core fraction (HGG), wins over the rim
+MIN_NECROSIS = (0.10, 0.30)  # lowest necrosis / core fraction (HGG), wins over the rim
 
 
 def _check_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -209,14 +209,43 @@ def _tumour(
     # the border lies on a gradient as in real MR rather than on an edge.
     inner, tail = 0.035, 0.035
     oedema = np.clip((wt_thr + tail - oedema_level) / np.float32(inner + tail), 0, 1) * brain
+    return tumour_classes(
+        rng, grade, brain=brain, wt=wt, core=core, oedema=oedema, oedema_level=oedema_level,
+        wt_thr=wt_thr, core_level=core_level, core_thr=core_thr, width=width,
+        necrosis_noise=0.03, rim=_RIM,
+    )  # fmt: skip
+
+
+def tumour_classes(
+    rng: np.random.Generator,
+    grade: str,
+    *,
+    brain: np.ndarray,
+    wt: np.ndarray,
+    core: np.ndarray,
+    oedema: np.ndarray,
+    oedema_level: np.ndarray,
+    wt_thr: float,
+    core_level: np.ndarray,
+    core_thr: float,
+    width: float,
+    necrosis_noise: float,
+    rim: tuple[float, float],
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Partial-volume fractions (``ed``, ``ncr``, ``et``) and BraTS labels of a tumour whose
+    whole tumour ``wt`` lies below ``wt_thr`` of ``oedema_level`` and core ``core`` below
+    ``core_thr`` of ``core_level`` (``oedema``: the oedema signal). HGG: a necrotic centre
+    (``core_level`` plus smooth noise of amplitude ``necrosis_noise``) inside an enhancing rim
+    of thickness drawn from ``rim`` (units of ``core_level``), leaving at least a fraction drawn
+    from MIN_NECROSIS of the core necrotic; LGG: the whole core NCR/NET, no enhancement."""
     f_core = _soft(core_level - core_thr, width) * _soft(oedema_level - wt_thr, width) * brain
     labels = np.where(wt, 2, 0).astype(np.uint8)
     if grade == "HGG":
         # Enhancing rim of varying thickness around necrosis; small cores get a thinner rim.
-        nec_level = core_level + 0.03 * smooth_field(rng, shape, 8)
+        nec_level = core_level + necrosis_noise * smooth_field(rng, core_level.shape, 8)
         nec_thr = max(
-            core_thr - rng.uniform(*_RIM),
-            _quantile_threshold(nec_level, core, rng.uniform(*_MIN_NECROSIS)),
+            core_thr - rng.uniform(*rim),
+            _quantile_threshold(nec_level, core, rng.uniform(*MIN_NECROSIS)),
         )
         f_ncr = f_core * _soft(nec_level - nec_thr, width)
         labels[core] = 4

@@ -28,9 +28,9 @@ from segrobust.synthetic import (
     _check_shape,
     _ellipsoid,
     _quantile_threshold,
-    _soft,
     render,
     smooth_field,
+    tumour_classes,
 )
 
 # Brain bounding box of the template in mm (x, y, z), after the cut below INFERIOR_CUT_MM; a test
@@ -48,7 +48,6 @@ WARP_CELLS = 5  # blobs of the deformation per axis of the field of view
 WT_FRACTION = (0.03, 0.15)
 CORE_FRACTION = {"HGG": (0.35, 0.65), "LGG": (0.30, 0.60)}  # core / whole tumour
 RIM_MM = (3.0, 7.0)  # enhancing rim thickness (HGG)
-MIN_NECROSIS = (0.10, 0.30)  # lowest necrosis / core fraction (HGG), wins over the rim
 # Share of core (+ a third of the oedema) volume that displaces tissue rather than replacing it.
 MASS_EFFECT = {"HGG": (0.4, 0.9), "LGG": (0.2, 0.6)}
 MASS_EFFECT_DECAY = 1.5  # the displacement decays over this many ball radii (the skull holds)
@@ -322,22 +321,11 @@ def tumour(
     # Oedema signal fades over a band centred on the annotated border (its half-maximum).
     band = np.float32(1.2 * width)
     oedema = np.clip((wt_thr + band - oedema_level) / (2 * band), 0, 1) * brain
-    f_core = _soft(core_level - core_thr, width) * _soft(oedema_level - wt_thr, width) * brain
-    labels = np.where(wt, 2, 0).astype(np.uint8)
-    if grade == "HGG":
-        nec_level = core_level + np.float32(0.05 * radius) * smooth_field(rng, shape, 8)
-        nec_thr = max(
-            core_thr - rng.uniform(*RIM_MM),
-            _quantile_threshold(nec_level, core, rng.uniform(*MIN_NECROSIS)),
-        )
-        f_ncr = f_core * _soft(nec_level - nec_thr, width)
-        labels[core] = 4
-        labels[core & (nec_level < nec_thr)] = 1
-    else:
-        f_ncr = f_core
-        labels[core] = 1
-    fractions = {"ed": oedema * (1 - f_core), "ncr": f_ncr, "et": f_core - f_ncr}
-    return fractions, labels
+    return tumour_classes(
+        rng, grade, brain=brain, wt=wt, core=core, oedema=oedema, oedema_level=oedema_level,
+        wt_thr=wt_thr, core_level=core_level, core_thr=core_thr, width=width,
+        necrosis_noise=np.float32(0.05 * radius), rim=RIM_MM,
+    )  # fmt: skip
 
 
 def make_template_subject(
